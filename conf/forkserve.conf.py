@@ -1,0 +1,262 @@
+"""forkserve configuration: every setting, at its default.
+
+Copy this file to ./forkserve.conf.py (loaded automatically) or pass it with -c PATH, and
+change what you need. A name that is not a setting is an error, so typos cannot hide;
+prefix your own helper names with '_'. Generated from forkserve/config.py by
+'python -m forkserve.docs --write'; a test checks that it is current.
+"""
+
+# ---- Config ------------------------------------------------------------------------------------
+
+# The WSGI application, as module:attr (attr defaults to 'application') or module:factory().
+# wsgi_app = 'demo.wsgi:application'
+
+# ---- Server socket -----------------------------------------------------------------------------
+
+# Address to listen on: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N. Repeat for several. Default
+# 127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set. (command line: -b, --bind)
+bind = ['127.0.0.1:8000']
+
+# Listen queue length for each bound socket (capped by net.core.somaxconn). (command line: --backlog)
+backlog = 2048
+
+# Set SO_REUSEPORT on TCP sockets. (command line: --reuse-port)
+reuse_port = False
+
+# ---- Workers -----------------------------------------------------------------------------------
+
+# Number of worker processes. Also read from WEB_CONCURRENCY. (command line: -w, --workers)
+# Default: 2 x usable CPUs + 1 (cgroup quota and affinity aware).
+# workers = ...
+
+# Worker type. Only 'sync' exists: one request at a time per process. (command line: -k, --worker-
+# class)
+worker_class = 'sync'
+
+# Seconds a worker may spend in the app on one request before the master dumps its stack and kills it.
+# 0 disables. (command line: -t, --timeout)
+timeout = 30.0
+
+# Seconds workers get to finish in-flight requests on TERM or reload before SIGKILL. (command line:
+# --graceful-timeout)
+graceful_timeout = 30.0
+
+# Seconds an idle keep-alive connection is held while no other connection waits. 0 closes after every
+# response. (command line: --keep-alive)
+keepalive = 2.0
+
+# Restart a worker after this many requests. 0 disables. (command line: --max-requests)
+max_requests = 0
+
+# Add a random 0..N to each worker's max_requests so they do not restart together. (command line:
+# --max-requests-jitter)
+max_requests_jitter = 0
+
+# Restart a worker whose resident memory exceeds this many MB after a request. 0 disables. (command
+# line: --max-worker-memory)
+max_worker_memory = 0
+
+# Restart a worker after it has lived this many seconds (plus jitter). 0 disables. (command line:
+# --max-worker-lifetime)
+max_worker_lifetime = 0.0
+
+# Add a random 0..N seconds to each worker's max_worker_lifetime. (command line: --max-worker-
+# lifetime-jitter)
+max_worker_lifetime_jitter = 0.0
+
+# On HUP: 'all' starts every new worker then stops the old ones; 'rolling' replaces one worker at a
+# time, each after its replacement is ready. (command line: --reload-strategy)
+reload_strategy = 'all'
+
+# ---- HTTP --------------------------------------------------------------------------------------
+
+# Longest request line in bytes (414 beyond). 0 means the 64 KiB hard cap. (command line: --limit-
+# request-line)
+limit_request_line = 4094
+
+# Most header fields in a request (431 beyond). 0 means the hard cap of 32768. (command line: --limit-
+# request-fields)
+limit_request_fields = 100
+
+# Longest header field in bytes (431 beyond). 0 means the 64 KiB hard cap. (command line: --limit-
+# request-field-size)
+limit_request_field_size = 8190
+
+# Largest request body in bytes (413 beyond). 0 means unlimited. (command line: --limit-request-body)
+limit_request_body = 1073741824
+
+# Seconds a client has to send the whole request head before it gets 408. (command line: --header-
+# timeout)
+header_timeout = 10.0
+
+# Seconds a client may stall while sending the body or reading the response (408 / close). (command
+# line: --body-timeout)
+body_timeout = 30.0
+
+# Header names containing '_': 'drop' them, 'refuse' the request with 400, or 'dangerous'ly pass them
+# to the app where they collide with '-' names. (command line: --header-map)
+header_map = 'drop'
+
+# Accept obsolete line folding in header values instead of answering 400. (command line: --permit-
+# obsolete-folding)
+permit_obsolete_folding = False
+
+# Use os.sendfile for wsgi.file_wrapper responses of real files. (command line: --sendfile)
+sendfile = True
+
+# Response header echoing the request id (taken from a trusted peer's header of that name or
+# generated). Empty to not echo it. [not implemented yet: issue 6 (logs and metrics); setting it only
+# warns] (command line: --request-id-header)
+request_id_header = 'X-Request-ID'
+
+# ---- Proxy -------------------------------------------------------------------------------------
+
+# Peers (addresses, CIDRs, or '*') whose X-Forwarded-* headers are trusted. (command line:
+# --forwarded-allow-ips)
+forwarded_allow_ips = ['127.0.0.1', '::1']
+
+# Headers (from trusted peers) that mark a request as https, with the value that does. (command line:
+# --secure-scheme-headers)
+secure_scheme_headers = {'X-FORWARDED-PROTOCOL': 'ssl', 'X-FORWARDED-PROTO': 'https', 'X-FORWARDED-SSL': 'on'}
+
+# ---- Logging -----------------------------------------------------------------------------------
+
+# Access log file; '-' is stdout. Off by default. (command line: --access-logfile)
+accesslog = None
+
+# Access log line format with gunicorn's atoms, or 'json' for one JSON object per line. (command line:
+# --access-logformat)
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+
+# Error log file; '-' is stderr. (command line: --error-logfile, --log-file)
+errorlog = '-'
+
+# Error log level. (command line: --log-level)
+loglevel = 'info'
+
+# A logging.config.dictConfig dictionary for full control (config file only).
+logconfig_dict = {}
+
+# Send the app's stdout and stderr to the error log. [not implemented yet: issue 6 (logs and metrics);
+# setting it only warns] (command line: --capture-output)
+capture_output = False
+
+# ---- Process -----------------------------------------------------------------------------------
+
+# Name in process titles. Default: the app spec. (command line: -n, --name)
+proc_name = None
+
+# Write the master's pid to this file (atomically); removed on exit. (command line: -p, --pid)
+pidfile = None
+
+# Detach from the terminal and run in the background. [not implemented yet: issue 4 (supervision);
+# setting it only warns] (command line: -D, --daemon)
+daemon = False
+
+# Run workers as this user (name or uid). Sockets stay the master's. [not implemented yet: issue 4
+# (supervision); setting it only warns] (command line: -u, --user)
+user = None
+
+# Run workers as this group (name or gid). [not implemented yet: issue 4 (supervision); setting it
+# only warns] (command line: -g, --group)
+group = None
+
+# umask for the processes and for unix socket files. (command line: -m, --umask)
+umask = 0o0
+
+# Set environment variables: NAME=VALUE. Repeat for several. (command line: -e, --env)
+raw_env = []
+
+# Change to this directory before loading the app. (command line: --chdir)
+chdir = None
+
+# Comma-separated directories to put first on sys.path. (command line: --pythonpath)
+pythonpath = None
+
+# Import the app in the master before forking (faster start, copy-on-write memory). (command line:
+# --preload)
+preload_app = False
+
+# On TERM, first report not-ready and keep serving this many seconds so load balancers drain, then
+# shut down. [not implemented yet: issue 5 (deployment); setting it only warns] (command line:
+# --shutdown-delay)
+shutdown_delay = 0.0
+
+# ---- Stats -------------------------------------------------------------------------------------
+
+# Address where the master serves /metrics, /stats, /healthz and /readyz (HOST:PORT or unix:PATH). Off
+# by default. [not implemented yet: issue 6 (logs and metrics); setting it only warns] (command line:
+# --stats-bind)
+stats_bind = None
+
+# ---- Development -------------------------------------------------------------------------------
+
+# Restart workers when a source file of the app changes (development only). [not implemented yet:
+# issue 4 (supervision); setting it only warns] (command line: --reload)
+reload = False
+
+# More files to watch with --reload. [not implemented yet: issue 4 (supervision); setting it only
+# warns] (command line: --reload-extra-file)
+reload_extra_files = []
+
+# ---- Hooks -------------------------------------------------------------------------------------
+
+# on_starting(server): in the master, before it binds sockets and forks. Config file only.
+# def on_starting(server):
+#     ...
+
+# on_reload(server): in the master, when HUP re-reads the configuration. Config file only.
+# def on_reload(server):
+#     ...
+
+# when_ready(server): in the master, once the sockets are bound and workers forked. Config file only.
+# def when_ready(server):
+#     ...
+
+# pre_fork(server, worker): in the master, just before a worker is forked. Config file only.
+# def pre_fork(server, worker):
+#     ...
+
+# post_fork(server, worker): in the worker, just after fork. Config file only.
+# def post_fork(server, worker):
+#     ...
+
+# post_worker_init(worker): in the worker, once the app is loaded. Config file only.
+# def post_worker_init(worker):
+#     ...
+
+# worker_int(worker): in the worker, when INT or QUIT makes it exit at once. Config file only.
+# def worker_int(worker):
+#     ...
+
+# worker_abort(worker): in the worker, when the master aborts it for a timeout. Config file only.
+# def worker_abort(worker):
+#     ...
+
+# pre_exec(server): in the master, before a USR2 upgrade execs the new master. Config file only.
+# def pre_exec(server):
+#     ...
+
+# pre_request(worker, req): in the worker, before the app is called. Config file only.
+# def pre_request(worker, req):
+#     ...
+
+# post_request(worker, req, environ, resp): in the worker, after the response. Config file only.
+# def post_request(worker, req, environ, resp):
+#     ...
+
+# child_exit(server, worker): in the master, after a worker has been reaped. Config file only.
+# def child_exit(server, worker):
+#     ...
+
+# worker_exit(server, worker): in the worker, just before it exits. Config file only.
+# def worker_exit(server, worker):
+#     ...
+
+# nworkers_changed(server, new_value, old_value): the worker count changed. Config file only.
+# def nworkers_changed(server, new_value, old_value):
+#     ...
+
+# on_exit(server): in the master, just before it exits. Config file only.
+# def on_exit(server):
+#     ...

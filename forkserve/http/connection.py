@@ -1,0 +1,244 @@
+"""One client connection, from accept to close: requests in order, keep-alive, errors.
+
+Keep-alive never starves the queue: a response keeps the connection open only if no other
+connection is waiting on a listening socket at that moment, and while the connection idles
+between requests the worker also watches the listeners and its stop signal, closing the idle
+connection the moment anyone else needs the worker.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from forkserve.http.body import RequestBody
+from forkserve.http.errors import ClientDisconnected, HttpError, error_reply
+from forkserve.http.head import HeadLimits, RecvTimeout, RequestHead, read_head
+from forkserve.http.response import AppError, Response
+from forkserve.logs import error_log
+from forkserve.scoreboard import SlotWriter
+from forkserve.sockets import timeval
+from forkserve.wsgi import EnvironBuilder
+
+DRAIN_BUDGET = 256 * 1024
+LINGER_SECONDS = 2.0
+IDLE_GRACE = 0.05
+REQUEST_LINE_ROOM = 90
+
+
+@dataclass
+class ServeContext:
+    """What a worker gives every connection it serves. Built once per worker."""
+
+    app: Callable[..., Any]
+    limits: HeadLimits
+    body_limit: int
+    body_timeout: float
+    header_timeout: float
+    keepalive: float
+    use_sendfile: bool
+    slot: SlotWriter
+    builders: dict[int, EnvironBuilder]
+    listener_fds: list[int]
+    wakeup_fd: int
+    should_stop: Callable[[], bool]
+    after_request: Callable[[dict[str, Any], Response, float], None] | None = None
+    before_request: Callable[[dict[str, Any]], None] | None = None
+    waiting_poller: select.poll = field(default_factory=select.poll)
+    idle_poller: select.poll = field(default_factory=select.poll)
+
+    def __post_init__(self) -> None:
+        for fd in self.listener_fds:
+            self.waiting_poller.register(fd, select.POLLIN)
+            self.idle_poller.register(fd, select.POLLIN)
+        if self.wakeup_fd >= 0:
+            self.idle_poller.register(self.wakeup_fd, select.POLLIN)
+        self.keepalive_ms = int(self.keepalive * 1000)
+
+    def others_waiting(self) -> bool:
+        """Is a connection queued on any listening socket right now? (one poll, no wait)"""
+        return bool(self.waiting_poller.poll(0))
+
+
+def peer_strings(peer: Any) -> tuple[str, str]:
+    """REMOTE_ADDR and REMOTE_PORT from accept()'s address: empty strings for unix sockets."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return str(peer[0]), str(peer[1])
+    return "", ""
+
+
+class Connection:
+    """Serves the requests of one accepted socket, in order, until it must close."""
+
+    __slots__ = ("builder", "ctx", "remote_addr", "remote_port", "sock", "timeouts")
+
+    def __init__(self, ctx: ServeContext, sock: socket.socket, peer: Any, listener_fd: int) -> None:
+        self.ctx = ctx
+        self.sock = sock
+        self.remote_addr, self.remote_port = peer_strings(peer)
+        self.builder = ctx.builders[listener_fd]
+        self.timeouts = RecvTimeout(sock, ctx.header_timeout)
+
+    def serve(self) -> None:
+        """The keep-alive loop. Always closes the socket."""
+        try:
+            leftover = b""
+            first = True
+            while True:
+                if not first and not leftover and not self._wait_idle():
+                    return
+                first = False
+                try:
+                    head = read_head(self.sock, leftover, self.ctx.limits, self.timeouts)
+                except HttpError as error:
+                    self._refuse(error)
+                    return
+                except (ClientDisconnected, OSError):
+                    return
+                if head is None or not self._respond(head):
+                    return
+                leftover = head.parser.trailing_data[0]
+        finally:
+            self.sock.close()
+
+    def _wait_idle(self) -> bool:
+        """Between requests: True when the client sends again before anyone else needs us."""
+        ctx = self.ctx
+        if ctx.should_stop():
+            return False
+        fd = self.sock.fileno()
+        poller = ctx.idle_poller
+        idle_since = time.monotonic()
+        poller.register(fd, select.POLLIN)
+        try:
+            events = poller.poll(ctx.keepalive_ms)
+        finally:
+            poller.unregister(fd)
+        if any(ready == fd for ready, _ in events):
+            return not ctx.should_stop()
+        if not events or ctx.should_stop():
+            return False  # idle timeout, or told to stop
+        # Someone else is queued. A client that went quiet just now may be sending its next
+        # request this instant; give it a moment so we do not close under its feet.
+        remaining = IDLE_GRACE - (time.monotonic() - idle_since)
+        if remaining <= 0:
+            return False
+        return bool(select.select([fd], [], [], remaining)[0]) and not ctx.should_stop()
+
+    def _respond(self, head: RequestHead) -> bool:
+        """Run the app for one request; True if the connection may carry another."""
+        ctx = self.ctx
+        started = time.time()
+        ctx.slot.busy(started, head.method + b" " + head.target[:REQUEST_LINE_ROOM])
+        try:
+            return self._run_app(head, started)
+        finally:
+            ctx.slot.idle(time.time())
+
+    def _run_app(self, head: RequestHead, started: float) -> bool:
+        ctx = self.ctx
+        has_body = head.chunked or bool(head.content_length)
+        if has_body and ctx.body_limit and (head.content_length or 0) > ctx.body_limit:
+            self._refuse(HttpError(413, f"Content-Length {head.content_length} over limit {ctx.body_limit}"))
+            return False
+        body = RequestBody(
+            head.parser, self.sock, self.timeouts, ctx.body_timeout, ctx.body_limit, has_body,
+            head.expect_continue,
+        )
+        environ = self.builder.build(head, self.remote_addr, self.remote_port, body)
+
+        def decide_keep_alive() -> bool:
+            return (
+                head.keep_alive
+                and not head.must_close
+                and ctx.keepalive > 0
+                and body.failure is None
+                and (body.complete or _drainable(head, body))
+                and not ctx.should_stop()
+                and not ctx.others_waiting()
+            )
+
+        response = Response(
+            self.sock, head.method == b"HEAD", head.version == b"1.1", decide_keep_alive, ctx.use_sendfile
+        )
+        keep_alive = False
+        try:
+            if ctx.before_request is not None:
+                ctx.before_request(environ)
+            result = ctx.app(environ, response.start_response)
+            try:
+                response.finish(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+            keep_alive = response.keep_alive and body.failure is None
+        except ClientDisconnected as error:
+            error_log.debug("client %s went away during %s: %s", self._peer(), _line(head), error)
+        except HttpError as error:
+            if body.failure is error or error is body.failure:
+                self._refuse(error, sent=response.head_sent)
+            else:
+                self._app_failed(head, response)
+        except AppError as error:
+            error_log.error("%s: %s", _line(head), error)
+            self._fail_response(response)
+        except Exception:  # noqa: BLE001 -- any app error becomes a 500; the worker keeps serving
+            self._app_failed(head, response)
+        if keep_alive and not body.complete:
+            keep_alive = body.drain(DRAIN_BUDGET)
+        if ctx.after_request is not None:
+            ctx.after_request(environ, response, started)
+        return keep_alive
+
+    def _app_failed(self, head: RequestHead, response: Response) -> None:
+        error_log.exception("error handling %s from %s", _line(head), self._peer())
+        self._fail_response(response)
+
+    def _fail_response(self, response: Response) -> None:
+        """A 500 if nothing was sent yet; otherwise the client just sees the connection close."""
+        if not response.head_sent:
+            response.status_code = 500
+            self._send_quietly(error_reply(500))
+
+    def _refuse(self, error: HttpError, sent: bool = False) -> None:
+        """Answer a refused request, log it at info (no traceback), and close gracefully."""
+        error_log.info("refused request from %s: %d %s", self._peer(), error.status, error.reason)
+        if not sent:
+            self._send_quietly(error_reply(error.status))
+        self._linger()
+
+    def _send_quietly(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            pass
+
+    def _linger(self) -> None:
+        """Half-close and discard what the client still sends, so our reply is not lost to a RST."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(0.2))
+            deadline = time.monotonic() + LINGER_SECONDS
+            while time.monotonic() < deadline and self.sock.recv(65536):
+                pass
+        except OSError:
+            pass
+
+    def _peer(self) -> str:
+        return f"{self.remote_addr}:{self.remote_port}" if self.remote_addr else "unix socket peer"
+
+
+def _drainable(head: RequestHead, body: RequestBody) -> bool:
+    """Can the unread rest of the body be read off cheaply after the response?"""
+    if body.continue_pending or head.content_length is None:
+        return False
+    return head.content_length - body.received <= DRAIN_BUDGET
+
+
+def _line(head: RequestHead) -> str:
+    return (head.method + b" " + head.target[:200]).decode("latin-1")

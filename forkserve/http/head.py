@@ -1,0 +1,289 @@
+"""Reading one request head: limits, a deadline, h11's parse, and the checks h11 does not make.
+
+h11 parses and frames; it is lenient where a server in front of an application must not be
+(bare LF, obs-fold, CTL bytes in values, identical duplicate Content-Length, any HTTP/x.y
+version, lower-case methods, Transfer-Encoding in HTTP/1.0). Those checks run here on the raw
+head bytes, which for ordinary requests arrive in one ``recv``, so each check is a C-level scan.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from dataclasses import dataclass
+
+import h11
+
+from forkserve.config import Config
+from forkserve.http.errors import ClientDisconnected, ClientTimeout, HttpError
+from forkserve.sockets import timeval
+
+RECV_SIZE = 65536
+HARD_LINE_LIMIT = 65536
+HARD_FIELD_LIMIT = 32768
+HARD_HEAD_LIMIT = 1 << 20
+
+_METHOD = re.compile(rb"[A-Z0-9!#$%&'*+.^_`|~-]+\Z")
+_VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])\Z")
+_CTL_IN_TARGET = re.compile(rb"[\x00-\x20\x7f]")
+_CTL_IN_FIELDS = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_DIGITS = re.compile(rb"[0-9]+\Z")
+_HOST = re.compile(
+    rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9!$&'()*+,;=._~%-]*)(?::[0-9]*)?\Z"
+)
+
+
+@dataclass(frozen=True)
+class HeadLimits:
+    """The request limits from the settings, resolved to concrete numbers once per worker."""
+
+    line: int
+    fields: int
+    field_size: int
+    head_timeout: float
+    header_map: str
+    permit_folding: bool
+
+    @property
+    def head_size(self) -> int:
+        return min(self.line + 2 + self.fields * (self.field_size + 2) + 2, HARD_HEAD_LIMIT)
+
+    @classmethod
+    def from_config(cls, config: Config) -> HeadLimits:
+        return cls(
+            line=config.limit_request_line or HARD_LINE_LIMIT,
+            fields=config.limit_request_fields or HARD_FIELD_LIMIT,
+            field_size=config.limit_request_field_size or HARD_LINE_LIMIT,
+            head_timeout=config.header_timeout,
+            header_map=config.header_map,
+            permit_folding=config.permit_obsolete_folding,
+        )
+
+
+@dataclass(slots=True)
+class RequestHead:
+    """A parsed, checked request head, with the h11 connection positioned to read its body."""
+
+    method: bytes
+    target: bytes
+    version: bytes
+    headers: list[tuple[bytes, bytes]]
+    parser: h11.Connection
+    keep_alive: bool
+    must_close: bool
+    chunked: bool
+    content_length: int | None
+    expect_continue: bool
+    host: bytes
+
+
+def _check_request_line(line: bytes, limits: HeadLimits) -> None:
+    if len(line) > limits.line:
+        raise HttpError(414, f"request line longer than {limits.line} bytes")
+    parts = line.split(b" ")
+    if len(parts) != 3:
+        raise HttpError(400, "malformed request line")
+    method, target, version = parts
+    if not _METHOD.match(method):
+        raise HttpError(400, f"invalid method {method[:20]!r}")
+    if not target or _CTL_IN_TARGET.search(target):
+        raise HttpError(400, "invalid request target")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        if _VERSION.match(version):
+            raise HttpError(505, f"unsupported version {version.decode('latin-1')}")
+        raise HttpError(400, "malformed HTTP version")
+
+
+def check_head(head: bytes, limits: HeadLimits) -> None:
+    """The stricter checks on a complete raw head (ending in CRLF CRLF or LF LF)."""
+    crlf = head.count(b"\r\n")
+    if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
+        raise HttpError(400, "bare CR or LF in request head")
+    lines = head.split(b"\r\n")
+    _check_request_line(lines[0], limits)
+    fields = lines[1:-2]
+    if len(fields) > limits.fields:
+        raise HttpError(431, f"more than {limits.fields} header fields")
+    if _CTL_IN_FIELDS.search(head, len(lines[0]) + 2, len(head) - 4):
+        raise HttpError(400, "control character in header field")
+    content_lengths = 0
+    for field in fields:
+        if len(field) > limits.field_size:
+            raise HttpError(431, f"header field longer than {limits.field_size} bytes")
+        if field[:1] in (b" ", b"\t"):
+            if not limits.permit_folding:
+                raise HttpError(400, "obsolete line folding in header")
+            continue
+        name, colon, value = field.partition(b":")
+        if not colon:
+            raise HttpError(400, "header line without a colon")
+        lowered = name.lower()
+        if lowered == b"content-length":
+            content_lengths += 1
+            if content_lengths > 1:
+                raise HttpError(400, "duplicate Content-Length")
+            if not _DIGITS.match(value.strip(b" \t")):
+                raise HttpError(400, "malformed Content-Length")
+        elif b"_" in name and limits.header_map == "refuse":
+            raise HttpError(400, f"header name with underscore: {name[:40]!r}")
+
+
+def _head_end(raw: bytes | bytearray) -> int:
+    """Index just past the end of the head in ``raw``, or -1 if it is not complete yet."""
+    end = raw.find(b"\r\n\r\n")
+    bare = raw.find(b"\n\n")
+    candidates = [i + 4 for i in (end,) if i >= 0] + [i + 2 for i in (bare,) if i >= 0]
+    return min(candidates) if candidates else -1
+
+
+def _protocol_error(error: h11.RemoteProtocolError) -> HttpError:
+    status = error.error_status_hint
+    if "Receive buffer too long" in str(error):
+        status = 431
+    return HttpError(status, str(error))
+
+
+def _header_tokens(value: bytes) -> set[bytes]:
+    return {token.strip().lower() for token in value.split(b",")}
+
+
+def read_head(
+    sock: socket.socket, leftover: bytes, limits: HeadLimits, timeouts: RecvTimeout
+) -> RequestHead | None:
+    """Read and check the next request head. None when the client closed before sending a byte."""
+    parser = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.head_size)
+    raw = leftover
+    if raw:
+        parser.receive_data(raw)
+    deadline = 0.0
+    while True:
+        try:
+            event = parser.next_event()
+        except h11.RemoteProtocolError as error:
+            end = _head_end(raw)
+            if end > 0:
+                check_head(raw[:end], limits)
+            else:
+                _check_partial(raw, limits)
+            raise _protocol_error(error) from None
+        if event is h11.NEED_DATA:
+            _check_partial(raw, limits)
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + limits.head_timeout
+                timeouts.set(limits.head_timeout)
+            elif now >= deadline:
+                raise ClientTimeout("request head not complete in time")
+            else:
+                timeouts.set(deadline - now)
+            try:
+                data = sock.recv(RECV_SIZE)
+            except (BlockingIOError, TimeoutError):
+                if not raw:
+                    return None  # an idle connection that never spoke: just close it
+                raise ClientTimeout("request head not complete in time") from None
+            except (ConnectionResetError, BrokenPipeError) as error:
+                raise ClientDisconnected(str(error)) from None
+            if not data:
+                if raw.strip():
+                    raise ClientDisconnected("connection closed in the middle of the request head")
+                return None
+            raw += data
+            parser.receive_data(data)
+            continue
+        if isinstance(event, h11.Request):
+            break
+        if isinstance(event, h11.ConnectionClosed):
+            return None
+        raise HttpError(400, f"unexpected {type(event).__name__}")
+
+    remaining = parser.trailing_data[0]
+    head = raw[: len(raw) - len(remaining)] if remaining else raw
+    check_head(head, limits)
+    return _describe(event, parser)
+
+
+def _check_partial(raw: bytes, limits: HeadLimits) -> None:
+    """Early checks on an incomplete head, so an endless request line gets 414, not a wait."""
+    newline = raw.find(b"\n")
+    line_length = len(raw) if newline < 0 else newline
+    if line_length > limits.line + 1:
+        raise HttpError(414, f"request line longer than {limits.line} bytes")
+
+
+def _describe(request: h11.Request, parser: h11.Connection) -> RequestHead:
+    """Framing and connection facts of a checked request."""
+    version = request.http_version
+    connection_tokens: set[bytes] = set()
+    content_length: int | None = None
+    chunked = False
+    had_length = False
+    host = b""
+    headers = [(name, value) for _, name, value in request.headers._full_items]
+    for name, value in headers:
+        if name == b"connection":
+            connection_tokens |= _header_tokens(value)
+        elif name == b"content-length":
+            had_length = True
+            content_length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = True
+        elif name == b"host":
+            host = value
+    if chunked:
+        if version == b"1.0":
+            raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")
+        content_length = None
+    target = request.target
+    if target[:1] != b"/":
+        host = _absolute_form_authority(target, host, request.method)
+    if host and not _HOST.match(host):
+        raise HttpError(400, "malformed Host header")
+    if version == b"1.1":
+        keep_alive = b"close" not in connection_tokens
+    else:
+        keep_alive = b"keep-alive" in connection_tokens
+    return RequestHead(
+        method=request.method,
+        target=target,
+        version=version,
+        headers=headers,
+        parser=parser,
+        keep_alive=keep_alive,
+        must_close=chunked and had_length,
+        chunked=chunked,
+        content_length=content_length,
+        expect_continue=parser.they_are_waiting_for_100_continue,
+        host=host,
+    )
+
+
+def _absolute_form_authority(target: bytes, host: bytes, method: bytes) -> bytes:
+    """For ``GET http://host/path``, the authority of the target wins over the Host header."""
+    if target == b"*" and method == b"OPTIONS":
+        return host
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        if method == b"CONNECT":
+            raise HttpError(405, "CONNECT is not supported")
+        raise HttpError(400, "invalid request target")
+    authority = rest.split(b"/", 1)[0].split(b"?", 1)[0]
+    if not authority or b"@" in authority:
+        raise HttpError(400, "invalid authority in request target")
+    return authority
+
+
+class RecvTimeout:
+    """The socket's SO_RCVTIMEO, changed only when the wanted value differs (a syscall each)."""
+
+    __slots__ = ("current", "sock")
+
+    def __init__(self, sock: socket.socket, current: float) -> None:
+        self.sock = sock
+        self.current = current
+
+    def set(self, seconds: float) -> None:
+        if abs(seconds - self.current) > 0.05:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(max(seconds, 0.001)))
+            self.current = seconds

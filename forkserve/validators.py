@@ -1,0 +1,210 @@
+"""Converters for setting values.
+
+Every setting can arrive as a string (command line, ``FORKSERVE_CMD_ARGS``, environment) or as a
+Python object (``forkserve.conf.py``). A validator accepts both, returns the normalised value, and
+raises ``ValueError`` with a short "expected ..." phrase that the registry turns into a message
+naming the setting — so one function per type serves every source.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Validator = Callable[[Any], Any]
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f", ""}
+
+
+def _describe(value: Any) -> str:
+    return repr(value) if not isinstance(value, str) else f"'{value}'"
+
+
+def integer(minimum: int | None = 0, maximum: int | None = None, what: str = "") -> Validator:
+    """Whole numbers; strings of digits are accepted, floats and booleans are not."""
+    phrase = what or (
+        "a positive integer" if minimum == 1 else "a non-negative integer" if minimum == 0 else "an integer"
+    )
+
+    def convert(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError(f"expected {phrase}, got {_describe(value)}")
+        if isinstance(value, str):
+            try:
+                value = int(value.strip(), 10)
+            except ValueError:
+                raise ValueError(f"expected {phrase}, got {_describe(value)}") from None
+        if not isinstance(value, int):
+            raise ValueError(f"expected {phrase}, got {_describe(value)}")
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise ValueError(f"expected {phrase}, got {value}")
+        return value
+
+    return convert
+
+
+def number(minimum: float = 0.0) -> Validator:
+    """Seconds and similar quantities: ints, floats or numeric strings, at least ``minimum``."""
+    phrase = f"a number of at least {minimum:g}"
+
+    def convert(value: Any) -> float:
+        if isinstance(value, bool):
+            raise ValueError(f"expected {phrase}, got {_describe(value)}")
+        try:
+            result = float(value.strip()) if isinstance(value, str) else float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected {phrase}, got {_describe(value)}") from None
+        if math.isnan(result) or result < minimum:
+            raise ValueError(f"expected {phrase}, got {_describe(value)}")
+        return result
+
+    return convert
+
+
+def boolean(value: Any) -> bool:
+    """True/False, or the usual spellings of them in a string."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+    raise ValueError(f"expected true or false, got {_describe(value)}")
+
+
+def string(value: Any) -> str:
+    """Any text."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_describe(value)}")
+    return value
+
+
+def optional_string(value: Any) -> str | None:
+    """Text, or None (or an empty string) for 'not set'."""
+    if value is None:
+        return None
+    value = string(value)
+    return value or None
+
+
+def string_list(value: Any) -> list[str]:
+    """A list of strings; a single string becomes a one-element list."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        return list(value)
+    raise ValueError(f"expected a string or a list of strings, got {_describe(value)}")
+
+
+def comma_list(value: Any) -> list[str]:
+    """A list of strings, or one string of comma-separated items (as gunicorn accepts)."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return [item.strip() for item in string_list(value) if item.strip()]
+
+
+def choice(*options: str) -> Validator:
+    """One of a fixed set of words."""
+
+    def convert(value: Any) -> str:
+        if isinstance(value, str) and value.strip().lower() in options:
+            return value.strip().lower()
+        raise ValueError(f"expected one of {', '.join(options)}, got {_describe(value)}")
+
+    return convert
+
+
+def octal(value: Any) -> int:
+    """A file mode mask: an int, or a string read as octal ('022', '0o022') or hex ('0x12')."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        result = value
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            if text.startswith("0x"):
+                result = int(text, 16)
+            else:
+                result = int(text.removeprefix("0o") or "0", 8)
+        except ValueError:
+            raise ValueError(f"expected an octal mask such as 022, got {_describe(value)}") from None
+    else:
+        raise ValueError(f"expected an octal mask such as 022, got {_describe(value)}")
+    if not 0 <= result <= 0o777:
+        raise ValueError(f"expected an octal mask between 000 and 777, got {oct(result)}")
+    return result
+
+
+def mapping(value: Any) -> dict[str, Any]:
+    """A dict with string keys (logconfig_dict)."""
+    if isinstance(value, Mapping) and all(isinstance(key, str) for key in value):
+        return dict(value)
+    raise ValueError(f"expected a dict with string keys, got {_describe(value)}")
+
+
+def header_mapping(value: Any) -> dict[str, str]:
+    """Header name → value pairs (secure_scheme_headers). Names are matched case-insensitively."""
+    if isinstance(value, str):
+        # CLI form: "X-FORWARDED-PROTO=https,X-FORWARDED-SSL=on"
+        pairs = {}
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            name, sep, wanted = item.partition("=")
+            if not sep:
+                raise ValueError(f"expected NAME=VALUE pairs separated by commas, got {_describe(value)}")
+            pairs[name.strip()] = wanted.strip()
+        value = pairs
+    if isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return {name.upper(): wanted for name, wanted in value.items()}
+    raise ValueError(f"expected a dict of header name to value, got {_describe(value)}")
+
+
+def user_or_group(value: Any) -> int | str | None:
+    """A user or group given by name or number; the lookup happens when privileges are dropped."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        return int(text) if text.isdigit() else text
+    raise ValueError(f"expected a name or a numeric id, got {_describe(value)}")
+
+
+def hook(arity: int) -> Validator:
+    """A callable that can be called with exactly ``arity`` positional arguments, or None."""
+
+    def convert(value: Any) -> Callable[..., Any] | None:
+        if value is None:
+            return None
+        if not callable(value):
+            raise ValueError(f"expected a function taking {arity} argument(s), got {_describe(value)}")
+        try:
+            inspect.signature(value).bind(*([None] * arity))
+        except TypeError:
+            raise ValueError(f"expected a function taking {arity} argument(s)") from None
+        except ValueError:  # builtins without a signature: trust them
+            pass
+        return value
+
+    return convert
+
+
+def address_list(value: Any) -> list[str]:
+    """Peer addresses or networks (CIDR), or '*', as a list; each one is checked now."""
+    import ipaddress
+
+    items = comma_list(value)
+    for item in items:
+        if item == "*":
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"expected IP addresses, CIDR networks or '*', got '{item}'") from None
+    return items
