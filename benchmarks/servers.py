@@ -62,10 +62,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def server_env() -> dict[str, str]:
+def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment both servers get: this checkout first on the path, no settings leaking in."""
     env = {name: value for name, value in os.environ.items() if name not in _SCRUBBED_ENV}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    env.update(extra or {})
     return env
 
 
@@ -91,7 +92,8 @@ def pid_alive(pid: int) -> bool:
 class RunningServer:
     """One server process tree started by us; ``stop`` ends it and everything it forked."""
 
-    def __init__(self, kind: ServerKind, app: str, workers: int, workdir: Path) -> None:
+    def __init__(self, kind: ServerKind, app: str, workers: int, workdir: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.kind = kind
         self.app = app
         self.workers = workers
@@ -101,7 +103,7 @@ class RunningServer:
         self._seen_workers: set[int] = set()
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                self.command, cwd=workdir, env=server_env(), stdin=subprocess.DEVNULL,
+                self.command, cwd=workdir, env=server_env(env), stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self.pid = self.process.pid
@@ -164,18 +166,20 @@ class RunningServer:
 class ServerSet:
     """Every server kind running the same app; a context manager that always stops them all."""
 
-    def __init__(self, app: str, workers: int, workdir: Path, kinds: tuple[ServerKind, ...] = KINDS) -> None:
+    def __init__(self, app: str, workers: int, workdir: Path, kinds: tuple[ServerKind, ...] = KINDS,
+                 env: dict[str, str] | None = None) -> None:
         self.app = app
         self.workers = workers
         self.workdir = workdir
         self.kinds = kinds
+        self.env = env
         self.servers: list[RunningServer] = []
 
     def __enter__(self) -> list[RunningServer]:
         try:
             # Started together, waited for together: boot time overlaps.
             for kind in self.kinds:
-                self.servers.append(RunningServer(kind, self.app, self.workers, self.workdir))
+                self.servers.append(RunningServer(kind, self.app, self.workers, self.workdir, self.env))
             deadline = time.monotonic() + READY_TIMEOUT
             for server in self.servers:
                 server.wait_ready(deadline)
