@@ -8,6 +8,7 @@ import shlex
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", action="append", metavar="NAME",
                    help=f"run only this scenario (repeatable); one of: {names}")
     p.add_argument("--smoke", action="store_true",
-                   help="every scenario once for 1 s, no warm-up: proves the runner works, measures nothing")
+                   help="every scenario once for 1 s with no warm-up (overrides --duration, --rounds and "
+                        "--warmup): proves the runner works, measures nothing")
     p.add_argument("--output", type=Path, metavar="FILE", help="also write the Markdown report here")
     return p
 
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = argv if argv is not None else sys.argv[1:]
     options = parser().parse_args(arguments)
     if options.smoke:
-        settings = runner.Settings(**{**SMOKE.__dict__, "workers": options.workers})
+        settings = replace(SMOKE, workers=options.workers, connections=options.connections)
     else:
         settings = runner.Settings(
             workers=options.workers, connections=options.connections, duration_s=options.duration,
