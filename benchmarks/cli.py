@@ -104,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
                              time.monotonic() - started)
     sys.stdout.write(document)
     if options.output:
-        options.output.write_text(document)
+        try:
+            options.output.write_text(document)
+        except OSError as error:
+            print(f"error: cannot write {os.fspath(options.output)}: {error.strerror or error}",
+                  file=sys.stderr)
+            return 1
         progress(f"report written to {os.fspath(options.output)}")
     return 0

@@ -231,10 +231,12 @@ def _errors_notes(results: list[ScenarioResult], servers: list[str]) -> list[str
     notes = []
     for result in results:
         for name in servers:
-            total = sum(sample.errors for sample in result.samples[name])
+            kinds = result.error_kinds.get(name, {})
+            total = sum(kinds.values())
             if total:
-                notes.append(f"- {result.scenario.name} / {name}: {total:.0f} errors over "
-                             f"{len(result.samples[name])} run(s) (socket errors and non-2xx/3xx)")
+                detail = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()) if count)
+                notes.append(f"- {result.scenario.name} / {name}: {total} errors over "
+                             f"{len(result.samples[name])} run(s): {detail} (status = non-2xx/3xx answers)")
     return notes
 
 

@@ -13,6 +13,7 @@ import math
 import statistics
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -58,19 +59,24 @@ def median_sample(samples: list[Sample]) -> Sample:
 
 @dataclass
 class ScenarioResult:
-    """Every sample of one scenario, per server name, in the order they were taken."""
+    """Every sample of one scenario, per server name, in the order they were taken, and the kinds
+    of error wrk counted (connect, read, write, timeout, status) summed over the rounds."""
 
     scenario: Scenario
     connections: int
     samples: dict[str, list[Sample]] = field(default_factory=dict)
+    error_kinds: dict[str, Counter[str]] = field(default_factory=dict)
 
     def median(self, server: str) -> Sample:
         return median_sample(self.samples[server])
 
 
 def measure(server: RunningServer, scenario: Scenario, connections: int, duration_s: int,
-            wrk: str) -> Sample:
-    """One wrk run against ``server``; CPU is the server tree's, sampled just before and after."""
+            wrk: str) -> tuple[Sample, dict[str, int]]:
+    """One wrk run against ``server``; CPU is the server tree's, sampled just before and after.
+
+    Returns the sample and wrk's error counts by kind.
+    """
     before_workers = set(server.worker_pids())
     cpu_before = tree_cpu_seconds(server.pid)
     result = run_wrk(wrk, server.url + scenario.path, connections, duration_s, scenario.timeout,
@@ -81,7 +87,7 @@ def measure(server: RunningServer, scenario: Scenario, connections: int, duratio
         print(f"warning: {server.kind.name} workers changed during {scenario.name} "
               f"({sorted(before_workers)} -> {sorted(after_workers)})", file=sys.stderr)
     requests = result.requests
-    return Sample(
+    sample = Sample(
         requests_per_second=result.requests_per_second,
         p50_us=result.latency_us["p50"],
         p99_us=result.latency_us["p99"],
@@ -90,6 +96,7 @@ def measure(server: RunningServer, scenario: Scenario, connections: int, duratio
         errors=result.error_count,
         requests=requests,
     )
+    return sample, result.errors
 
 
 def _by_app(scenarios: list[Scenario]) -> list[tuple[str, list[Scenario]]]:
@@ -133,11 +140,12 @@ def _warm_up(server: RunningServer, scenario: Scenario, settings: Settings, wrk:
 def _run_scenario(scenario: Scenario, servers: list[RunningServer], settings: Settings, wrk: str,
                   progress: Callable[[str], None]) -> ScenarioResult:
     connections = scenario.connections(settings.connections, settings.workers)
-    result = ScenarioResult(scenario, connections, {server.kind.name: [] for server in servers})
+    result = ScenarioResult(scenario, connections)
     for round_number in range(1, settings.rounds + 1):
         for server in servers:
-            sample = measure(server, scenario, connections, settings.duration_s, wrk)
-            result.samples[server.kind.name].append(sample)
+            sample, errors = measure(server, scenario, connections, settings.duration_s, wrk)
+            result.samples.setdefault(server.kind.name, []).append(sample)
+            result.error_kinds.setdefault(server.kind.name, Counter()).update(errors)
             progress(
                 f"  {scenario.name} round {round_number}/{settings.rounds} {server.kind.name}: "
                 f"{sample.requests_per_second:.0f} req/s, p99 {sample.p99_us:.0f} µs, "
