@@ -1,0 +1,1 @@
+"""WSGI apps the benchmark serves, identical for every server it compares."""

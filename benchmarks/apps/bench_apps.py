@@ -1,0 +1,70 @@
+"""The benchmark's own apps: as small as a WSGI app can be, so the server is what gets measured.
+
+Every server under comparison imports these same callables (``benchmarks.apps.bench_apps:NAME``).
+``download`` serves a fixed 1 MiB file through ``wsgi.file_wrapper`` so a server that uses
+sendfile gets the credit for it. The file lives at a fixed path in the temp directory and is
+written once (atomically) by whoever imports this module first — the runner, before any server.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from typing import Any
+
+DOWNLOAD_SIZE = 1024 * 1024
+READ_BLOCK = 65536
+HELLO = b"Hello, world!"
+
+StartResponse = Callable[..., Any]
+
+
+def hello(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """The smallest useful response: 13 bytes with a Content-Length."""
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
+    return [HELLO]
+
+
+def ensure_download_file() -> str:
+    """The download's path; writes the file first if it is missing or the wrong size."""
+    path = os.path.join(tempfile.gettempdir(), f"forkserve-bench-{DOWNLOAD_SIZE}.bin")
+    try:
+        if os.path.getsize(path) == DOWNLOAD_SIZE:
+            return path
+    except OSError:
+        pass
+    handle, partial = tempfile.mkstemp(prefix="forkserve-bench-", suffix=".part")
+    with os.fdopen(handle, "wb") as file:
+        file.write(bytes(range(256)) * (DOWNLOAD_SIZE // 256))
+    os.replace(partial, path)
+    return path
+
+
+_DOWNLOAD = ensure_download_file()
+
+
+def download(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """A fixed file through ``wsgi.file_wrapper``: opened per request, as a static file would be."""
+    file = open(_DOWNLOAD, "rb")  # noqa: SIM115 -- the server closes it through the wrapper
+    length = os.fstat(file.fileno()).st_size
+    start_response(
+        "200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(length))]
+    )
+    return environ["wsgi.file_wrapper"](file, READ_BLOCK)
+
+
+def upload(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """Reads the whole request body in blocks and throws it away; answers with the byte count."""
+    stream = environ["wsgi.input"]
+    remaining = int(environ.get("CONTENT_LENGTH") or 0)
+    received = 0
+    while remaining > 0:
+        block = stream.read(min(READ_BLOCK, remaining))
+        if not block:
+            break
+        received += len(block)
+        remaining -= len(block)
+    body = b"received %d bytes" % received
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]

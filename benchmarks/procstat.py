@@ -1,0 +1,76 @@
+"""CPU time and memory of a server's process tree, read from /proc (Linux).
+
+CPU is the sum of user and system time of the master and every live worker, plus what the master
+has collected from workers that already exited (``cutime``/``cstime``), so a worker that dies
+mid-run does not make its CPU vanish. Sampling before and after a run and dividing by the
+requests completed gives server CPU per request — the figure that says how much machine a
+request costs, independent of how busy the machine was.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name (which may contain spaces)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text.rsplit(")", 1)[1].split()
+
+
+def process_cpu_seconds(pid: int, include_reaped_children: bool) -> float:
+    """utime + stime of one process (and of its reaped children when asked), in seconds."""
+    fields = _stat_fields(pid)
+    # After the ")" the fields are numbered from 3 (state); utime is field 14, stime 15,
+    # cutime 16, cstime 17 — indexes 11..14 here.
+    ticks = int(fields[11]) + int(fields[12])
+    if include_reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLOCK_TICKS
+
+
+def children(pid: int) -> list[int]:
+    """Child pids of every thread of ``pid``."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found += [int(item) for item in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def tree_cpu_seconds(master: int) -> float:
+    """CPU seconds used so far by a master, its live children and its reaped children."""
+    total = process_cpu_seconds(master, include_reaped_children=True)
+    for child in children(master):
+        try:
+            total += process_cpu_seconds(child, include_reaped_children=True)
+        except (OSError, IndexError, ValueError):
+            continue  # exited between listing and reading: the master's cutime will hold it
+    return total
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size (VmRSS) of one process in KiB; 0 when it has none (exited, zombie)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def median_worker_rss_kib(master: int) -> int:
+    """The median VmRSS over a master's live children (its workers), in KiB."""
+    sizes = [size for size in map(rss_kib, children(master)) if size]
+    return int(statistics.median(sizes)) if sizes else 0

@@ -1,0 +1,281 @@
+"""The Markdown report: where it ran, what ran, the table, and how it compares to the targets.
+
+A benchmark figure means little without the machine, the versions and the exact command beside
+it, so the report always carries them. The targets section restates issue 3's goals against the
+measured ratios; it judges nothing in tests (speed is never asserted), it only reads the table
+for the reader.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from benchmarks.runner import Sample, ScenarioResult, Settings
+from benchmarks.servers import ROOT
+
+SMOKE_NOTE = (
+    "> **Smoke run** (1 s per run, 1 round): proves the runner works; the figures are too short "
+    "to mean anything."
+)
+FIGURES_NOTE = (
+    "- figures: median over rounds, per metric; CPU µs/req = server CPU (user+system, master and "
+    "workers, from /proc) / requests completed; RSS = median worker VmRSS after the run"
+)
+BASELINE = "gunicorn"
+CANDIDATE = "forkserve"
+
+def _latency(us: float) -> str:
+    if math.isnan(us):
+        return "n/a"
+    return f"{us:.0f} µs" if us < 1000 else f"{us / 1000:.2f} ms"
+
+
+def _number(value: float, digits: int = 0) -> str:
+    return "n/a" if math.isnan(value) else f"{value:,.{digits}f}"
+
+
+# (column title, Sample attribute, formatter)
+COLUMNS: tuple[tuple[str, str, Callable[[float], str]], ...] = (
+    ("req/s", "requests_per_second", _number),
+    ("p50", "p50_us", _latency),
+    ("p99", "p99_us", _latency),
+    ("CPU µs/req", "cpu_us_per_request", _number),
+    ("worker RSS MiB", "worker_rss_kib", lambda kib: _number(kib / 1024, 1)),
+    ("errors", "errors", _number),
+)
+
+
+def ratio(candidate: float, baseline: float) -> float:
+    """candidate / baseline, NaN when the baseline is zero or either is unknown."""
+    if not baseline or math.isnan(baseline) or math.isnan(candidate):
+        return math.nan
+    return candidate / baseline
+
+
+def _ratio_text(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f}×"
+
+
+# -- the environment ------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _forkserve_version() -> str:
+    """The checkout's version and commit (what the servers actually ran), dirty-marked."""
+    source = (ROOT / "forkserve" / "__init__.py").read_text()
+    found = re.search(r'__version__ = "([^"]+)"', source)
+    version = found.group(1) if found else "unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
+            text=True, timeout=10, check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = ""
+    return f"{version} ({commit})" if commit else version
+
+
+def _wrk_version(wrk: str) -> str:
+    try:
+        completed = subprocess.run([wrk, "--version"], capture_output=True, text=True, timeout=10,
+                                   check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    first = (completed.stdout or completed.stderr).strip().splitlines()
+    return first[0].split(" Copyright")[0] if first else "unknown"
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where and with what the benchmark ran."""
+
+    cpu_model: str
+    cpus: int
+    usable_cpus: int
+    kernel: str
+    python: str
+    h11: str
+    gunicorn: str
+    forkserve: str
+    wrk: str
+    load_before: tuple[float, float, float]
+    started: str
+
+    @classmethod
+    def capture(cls, wrk: str) -> Environment:
+        return cls(
+            cpu_model=_cpu_model(),
+            cpus=os.cpu_count() or 0,
+            usable_cpus=len(os.sched_getaffinity(0)),
+            kernel=f"{platform.system()} {platform.release()}",
+            python=platform.python_version(),
+            h11=_version("h11"),
+            gunicorn=_version("gunicorn"),
+            forkserve=_forkserve_version(),
+            wrk=_wrk_version(wrk),
+            load_before=os.getloadavg(),
+            started=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        )
+
+
+# -- the document ---------------------------------------------------------------------------
+
+
+def results_table(results: list[ScenarioResult], servers: list[str]) -> list[str]:
+    """Rows per scenario: each server's medians, then the ratio forkserve/gunicorn per metric."""
+    header = ["scenario", "clients", "server", *(title for title, _, _ in COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for result in results:
+        medians = {name: result.median(name) for name in servers}
+        for index, name in enumerate(servers):
+            lead = [result.scenario.name, str(result.connections)] if index == 0 else ["", ""]
+            cells = [formatter(getattr(medians[name], attr)) for _, attr, formatter in COLUMNS]
+            lines.append("| " + " | ".join([*lead, name, *cells]) + " |")
+        if CANDIDATE in medians and BASELINE in medians:
+            cells = [
+                "" if attr == "errors" else _ratio_text(
+                    ratio(getattr(medians[CANDIDATE], attr), getattr(medians[BASELINE], attr))
+                )
+                for _, attr, _ in COLUMNS
+            ]
+            lines.append("| " + " | ".join(["", "", f"**{CANDIDATE}/{BASELINE}**", *cells]) + " |")
+    return lines
+
+
+def _find(results: list[ScenarioResult], name: str) -> ScenarioResult | None:
+    return next((result for result in results if result.scenario.name == name), None)
+
+
+def _pair(result: ScenarioResult) -> tuple[Sample, Sample] | None:
+    if CANDIDATE not in result.samples or BASELINE not in result.samples:
+        return None
+    return result.median(CANDIDATE), result.median(BASELINE)
+
+
+def targets_table(results: list[ScenarioResult]) -> list[str]:
+    """Issue 3's targets beside what this run measured (a reading aid, not a test)."""
+    rows: list[tuple[str, str, str]] = []
+
+    def throughput(name: str, goal: float, label: str) -> None:
+        result = _find(results, name)
+        pair = _pair(result) if result else None
+        if pair is None:
+            rows.append((label, "not run", "—"))
+            return
+        value = ratio(pair[0].requests_per_second, pair[1].requests_per_second)
+        rows.append((label, _ratio_text(value), _verdict(value >= goal)))
+
+    throughput("hello-close", 1.5, "req/s ≥ 1.5× gunicorn, hello, Connection: close")
+    throughput("hello-keepalive", 2.5, "req/s ≥ 2.5× gunicorn, hello keep-alive, --connections clients")
+    throughput("hello-keepalive-1perworker", 2.5,
+               "req/s ≥ 2.5× gunicorn, hello keep-alive, one client per worker")
+    for name in ("hello-keepalive", "hello-keepalive-1perworker"):
+        result = _find(results, name)
+        if result and CANDIDATE in result.samples:
+            cpu = result.median(CANDIDATE).cpu_us_per_request
+            rows.append((f"forkserve CPU ≤ 120 µs per request ({name})", f"{_number(cpu)} µs",
+                         _verdict(cpu <= 120)))
+    result = _find(results, "hello-c64")
+    pair = _pair(result) if result else None
+    if pair:
+        rows.append((
+            "p99 at -c 64 no worse than gunicorn's",
+            f"{_latency(pair[0].p99_us)} vs {_latency(pair[1].p99_us)}",
+            _verdict(pair[0].p99_us <= pair[1].p99_us),
+        ))
+    memory = []
+    for result in results:
+        pair = _pair(result)
+        value = ratio(pair[0].worker_rss_kib, pair[1].worker_rss_kib) if pair else math.nan
+        if not math.isnan(value):
+            memory.append((value, result.scenario.name))
+    if memory:
+        value, name = max(memory)
+        rows.append((f"worker RSS no larger than gunicorn's (largest ratio: {name})",
+                     _ratio_text(value), _verdict(value <= 1.0)))
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {label} | {measured} | {met} |" for label, measured, met in rows]
+    return lines
+
+
+def _verdict(met: bool) -> str:
+    return "yes" if met else "**no**"
+
+
+def _errors_notes(results: list[ScenarioResult], servers: list[str]) -> list[str]:
+    notes = []
+    for result in results:
+        for name in servers:
+            kinds = result.error_kinds.get(name, {})
+            total = sum(kinds.values())
+            if total:
+                detail = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()) if count)
+                notes.append(f"- {result.scenario.name} / {name}: {total} errors over "
+                             f"{len(result.samples[name])} run(s): {detail} (status = non-2xx/3xx answers)")
+    return notes
+
+
+def render(results: list[ScenarioResult], settings: Settings, environment: Environment,
+           command: str, smoke: bool, elapsed_s: float) -> str:
+    """The whole Markdown document."""
+    servers = list(results[0].samples) if results else []
+    load_after = os.getloadavg()
+    env = environment
+    lines = [
+        "# forkserve vs gunicorn (sync) — side-by-side benchmark",
+        "",
+    ]
+    if smoke:
+        lines += [SMOKE_NOTE, ""]
+    lines += [
+        f"- command: `{command}`",
+        f"- started: {env.started}; took {elapsed_s:.0f} s",
+        f"- machine: {env.cpu_model}, {env.cpus} CPUs ({env.usable_cpus} usable), {env.kernel}",
+        "- load average (1/5/15 min) before: "
+        + "/".join(f"{x:.2f}" for x in env.load_before)
+        + ", after: " + "/".join(f"{x:.2f}" for x in load_after),
+        (f"- versions: Python {env.python}, h11 {env.h11}, gunicorn {env.gunicorn}, "
+         f"forkserve {env.forkserve}, {env.wrk}"),
+        (f"- settings: {settings.workers} workers each (gunicorn: sync worker), wrk 1 thread, "
+         f"--connections {settings.connections}, {settings.duration_s} s per run, {settings.rounds} "
+         f"round(s) alternating servers, {settings.warmup_s} s warm-up per server and app"),
+        FIGURES_NOTE,
+        "",
+        "## Results",
+        "",
+        *results_table(results, servers),
+        "",
+    ]
+    notes = _errors_notes(results, servers)
+    if notes:
+        lines += ["Errors seen:", "", *notes, ""]
+    lines += ["## Targets (issue 3)", "", *targets_table(results), ""]
+    lines += ["## Scenarios", ""]
+    lines += [f"- **{r.scenario.name}**: {r.scenario.about} (`{r.scenario.app}` `{r.scenario.path}`)"
+              for r in results]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,170 @@
+"""The benchmark runner cannot rot: it runs end to end here, and always cleans up after itself.
+
+Speed is never asserted (that is what the runner's own report is for); these tests check that
+it completes, that its table has every scenario with figures for both servers, that it leaves
+no server process behind — also when interrupted — and that bad input gets a clear answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, pid_alive, wait_for
+
+SCENARIOS = (
+    "hello-close", "hello-keepalive", "hello-keepalive-1perworker", "hello-c64", "json",
+    "download-1mb", "upload-10mb",
+)
+SERVERS = ("forkserve", "gunicorn")
+METRICS = ("req/s", "p50", "p99", "CPU µs/req", "worker RSS MiB")
+STARTED = re.compile(r"^\s+(\w+) on \S+: master pid (\d+), worker pids ([\d ]+)$", re.MULTILINE)
+
+
+def _require_wrk() -> None:
+    if shutil.which("wrk") is None and not Path("/usr/bin/wrk").exists():
+        pytest.skip("wrk is NOT installed, so the benchmark runner cannot be exercised here "
+                    "(apt-get install wrk; .ci/run installs it)")
+
+
+def _runner(*args: str) -> list[str]:
+    return [sys.executable, "-m", "benchmarks", *args]
+
+
+def _started_pids(progress: str) -> list[int]:
+    """Every master and worker pid the runner said it started."""
+    pids: list[int] = []
+    for _, master, workers in STARTED.findall(progress):
+        pids += [int(master), *map(int, workers.split())]
+    return pids
+
+
+def _kill_leftovers(pids: list[int]) -> None:
+    for pid in pids:
+        if pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _table(report: str) -> dict[tuple[str, str], dict[str, str]]:
+    """The results table as {(scenario, server): {column: cell}}; blank scenario cells carry down."""
+    lines = report.split("## Results", 1)[1].split("\n## ", 1)[0].strip().splitlines()
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines
+            if line.startswith("|")]
+    header, body = rows[0], rows[2:]
+    table: dict[tuple[str, str], dict[str, str]] = {}
+    scenario = ""
+    for row in body:
+        cells = dict(zip(header, row, strict=True))
+        scenario = cells["scenario"] or scenario
+        table[(scenario, cells["server"])] = cells
+    return table
+
+
+def _number(cell: str) -> float:
+    """A figure as the report prints it ('8,779', '777 µs', '3.90 ms', '1.42×')."""
+    match = re.fullmatch(r"([\d,]+(?:\.\d+)?)\s*(µs|ms|×)?", cell)
+    assert match, f"not a number: {cell!r}"
+    return float(match.group(1).replace(",", ""))
+
+
+@pytest.mark.slow
+def test_smoke_run_reports_every_scenario_for_both_servers(tmp_path):
+    _require_wrk()
+    output = tmp_path / "report.md"
+    completed = subprocess.run(
+        _runner("--smoke", "--output", str(output)), cwd=ROOT, capture_output=True, text=True,
+        timeout=300, check=False, start_new_session=True,
+    )
+    pids = _started_pids(completed.stderr)
+    try:
+        assert completed.returncode == 0, completed.stderr
+        report = output.read_text()
+        assert report == completed.stdout
+        assert "Smoke run" in report
+        assert "python -m benchmarks --smoke" in report
+        table = _table(report)
+        for scenario in SCENARIOS:
+            for server in SERVERS:
+                row = table[(scenario, server)]
+                assert _number(row["req/s"]) > 0, (scenario, server, row)
+                for metric in METRICS:
+                    _number(row[metric])
+            ratios = table[(scenario, "**forkserve/gunicorn**")]
+            for metric in METRICS:
+                _number(ratios[metric])
+        # Every server started says so (master + 2 workers): at least one of each kind.
+        assert len(pids) >= len(SERVERS) * 3, completed.stderr
+        wait_for(lambda: not any(map(pid_alive, pids)), 15, message="benchmark servers to be gone")
+    finally:
+        _kill_leftovers(pids)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+def test_interrupted_run_stops_every_server(tmp_path, signum):
+    _require_wrk()
+    progress = tmp_path / "progress.txt"
+    with open(progress, "w") as sink:
+        runner = subprocess.Popen(
+            _runner("--scenario", "hello-keepalive", "--duration", "60", "--warmup", "0"),
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True,
+        )
+    pids: list[int] = []
+    try:
+        def both_started() -> bool:
+            pids[:] = _started_pids(progress.read_text())
+            return len(pids) == 2 * 3
+
+        wait_for(both_started, 60, message="the runner to start both servers")
+        runner.send_signal(signum)
+        code = runner.wait(30)
+        assert code != 0
+        wait_for(lambda: not any(map(pid_alive, pids)), 15, message="benchmark servers to be gone")
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait(5)
+        _kill_leftovers(pids)
+
+
+def test_unknown_scenario_is_refused_with_the_valid_names():
+    completed = subprocess.run(_runner("--scenario", "nope"), cwd=ROOT, capture_output=True,
+                               text=True, timeout=60, check=False)
+    assert completed.returncode == 2
+    assert "unknown scenario(s) nope" in completed.stderr
+    assert "hello-keepalive" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_wrk_output_without_a_result_line_is_an_error():
+    from benchmarks.wrk import WrkError, parse_output
+
+    line = ('BENCH-JSON {"duration_us": 2000000, "requests": 3000, "bytes": 9, "errors": {"connect": 0, '
+            '"read": 1, "write": 0, "status": 2, "timeout": 0}, "latency_us": {"p50": 90, "p75": 99, '
+            '"p90": 120, "p99": 400, "max": 900, "mean": 95.5}}')
+    result = parse_output("Running 2s test\n" + line + "\n")
+    assert result.requests_per_second == 1500
+    assert result.error_count == 3
+    assert result.latency_us["p99"] == 400
+    with pytest.raises(WrkError, match="no result line"):
+        parse_output("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+def test_profile_worker_reports_per_request_figures():
+    _require_wrk()
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.profile_worker", "--duration", "1", "--top", "5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False, start_new_session=True,
+    )
+    assert completed.returncode == 0, completed.stderr
+    profiled = re.search(r"Profiled (\d+) requests over 2 worker\(s\)", completed.stdout)
+    assert profiled and int(profiled.group(1)) > 0, completed.stdout
+    inclusive = completed.stdout.split("forkserve functions by inclusive time", 1)[1]
+    assert inclusive.count("| `forkserve/") == 5, completed.stdout
