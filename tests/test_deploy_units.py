@@ -60,7 +60,8 @@ def seconds(value: str) -> float:
 
 
 def tool(name: str, package: str) -> str:
-    found = shutil.which(name)
+    """A command's path (sbin included, which may be off PATH); fails the test when missing."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
     if found is None:
         pytest.fail(f"the {name} command is required for this test: run .ci/run or "
                     f"'apt-get install {package}'", pytrace=False)
