@@ -16,6 +16,7 @@ import contextlib
 import grp
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -154,6 +155,12 @@ class Nginx:
     def access_log(self) -> str:
         return _read(self.prefix / "logs" / "access.log")
 
+    def access_statuses(self) -> collections.Counter[int]:
+        """Status codes nginx logged, counted (a 502 shows up here whatever client got it)."""
+        return collections.Counter(
+            int(status) for status in re.findall(r'^.*?"[^"]*" (\d{3}) ', self.access_log(), re.MULTILINE)
+        )
+
     def logs(self) -> str:
         return (f"--- nginx stderr\n{_read(self.prefix / 'logs' / 'stderr.log')}"
                 f"--- nginx error.log\n{self.error_log()}")
@@ -206,9 +213,11 @@ def client_session(source: str = "127.0.0.2", tls: TlsFiles | None = None) -> re
 
 @dataclass
 class LoadResult:
-    """Every outcome of a RequestLoop: status codes and exception names, counted."""
+    """Every outcome of a RequestLoop: status codes and exception names, counted, and each one
+    with the monotonic time it completed (to split outcomes before and after a signal)."""
 
     outcomes: collections.Counter[str] = field(default_factory=collections.Counter)
+    events: list[tuple[float, str]] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -272,5 +281,6 @@ class RequestLoop:
                     outcome = type(error).__name__
                 with self._lock:
                     self.result.outcomes[outcome] += 1
+                    self.result.events.append((time.monotonic(), outcome))
                     if self.result.total >= self.max_requests:
                         self._stop.set()
