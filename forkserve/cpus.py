@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+SELF_CGROUP = Path("/proc/self/cgroup")
 
 
 @dataclass(frozen=True)
@@ -24,11 +25,17 @@ class CpuBudget:
     reason: str
 
 
-def _own_cgroup_dirs(root: Path) -> list[Path]:
-    """The cgroup directories of this process, innermost first, for v2 and v1 'cpu' hierarchies."""
+def _own_cgroup_dirs(root: Path, self_cgroup: Path) -> list[Path]:
+    """The cgroup directories of this process, innermost first, for v2 and v1 'cpu' hierarchies.
+
+    Each level up to the hierarchy's root counts: a limit on a parent cgroup binds its children,
+    and inside a container without a cgroup namespace the path named in ``self_cgroup`` (the
+    host's view) does not exist under the container's mount, so only the walk up finds the
+    container's own limit at the mount's top.
+    """
     candidates: list[Path] = []
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = self_cgroup.read_text().splitlines()
     except OSError:
         lines = []
     for line in lines:
@@ -73,25 +80,36 @@ def _quota_of(directory: Path) -> float | None:
     return None
 
 
-def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> float | None:
     """The tightest CPU quota on this process's cgroup path, in CPUs, or None."""
-    limits = [limit for directory in _own_cgroup_dirs(root) if (limit := _quota_of(directory)) is not None]
+    limits = [
+        limit for directory in _own_cgroup_dirs(root, self_cgroup)
+        if (limit := _quota_of(directory)) is not None
+    ]
     return min(limits) if limits else None
 
 
-def cpu_budget(root: Path = CGROUP_ROOT) -> CpuBudget:
-    """Usable CPUs: min(affinity mask, cgroup quota rounded up), at least 1."""
+def _cpus(count: float) -> str:
+    return f"{count:g} CPU" + ("" if count == 1 else "s")
+
+
+def choose_budget(affinity: int, host: int, quota: float | None) -> CpuBudget:
+    """The decision, apart from gathering the facts: min(affinity, quota rounded up), at least 1."""
+    if quota is not None and math.ceil(quota) < affinity:
+        return CpuBudget(max(1, math.ceil(quota)), f"cgroup CPU quota of {_cpus(quota)}")
+    if affinity < host:
+        return CpuBudget(affinity, f"CPU affinity mask of {affinity} of {_cpus(host)}")
+    return CpuBudget(affinity, _cpus(affinity))
+
+
+def cpu_budget(root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> CpuBudget:
+    """Usable CPUs for this process now: affinity mask, host count and cgroup quota combined."""
     try:
         affinity = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         affinity = os.cpu_count() or 1
-    host = os.cpu_count() or affinity
-    quota = cgroup_cpu_limit(root)
-    if quota is not None and math.ceil(quota) < affinity:
-        return CpuBudget(max(1, math.ceil(quota)), f"cgroup CPU quota of {quota:g} CPUs")
-    if affinity < host:
-        return CpuBudget(affinity, f"CPU affinity mask of {affinity} of {host} CPUs")
-    return CpuBudget(affinity, f"{affinity} CPUs")
+    host = max(os.cpu_count() or affinity, affinity)
+    return choose_budget(affinity, host, cgroup_cpu_limit(root, self_cgroup))
 
 
 def default_worker_count() -> tuple[int, str]:

@@ -245,3 +245,57 @@ def status_of(reply: bytes) -> int:
     if not reply.startswith(b"HTTP/1."):
         return 0
     return int(reply.split(b" ", 2)[1])
+
+
+# ---- Deployment fixtures (issue 5): a real nginx in front of forkserve -------------------------
+# tls_files, start_nginx, behind_nginx. The helpers (Nginx, RequestLoop, client_session) live in
+# tests/nginx.py; the nginx configuration is conf/nginx.conf itself.
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory):  # -> nginx.TlsFiles
+    """A self-signed certificate for 127.0.0.1, shared by every nginx of the session."""
+    from nginx import make_tls_files
+
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def start_nginx(tmp_path_factory: pytest.TempPathFactory, tls_files):  # -> Iterator[Callable[..., Nginx]]
+    """Start nginx from conf/nginx.conf in front of forkserve; each is stopped at teardown.
+
+    ``start_nginx(("127.0.0.1", port))`` uses the TCP upstream, ``start_nginx("/path.sock")`` the
+    unix-socket one. Returns a started ``nginx.Nginx`` (``.url``, ``.tls_url``, ``.error_log()``).
+    """
+    from nginx import Nginx
+
+    started: list[Nginx] = []
+
+    def start(upstream: tuple[str, int] | str) -> Nginx:
+        proxy = Nginx(tmp_path_factory.mktemp("nginx"), upstream, tls_files)
+        started.append(proxy)
+        return proxy.start()
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.fixture
+def behind_nginx(start_server, start_nginx, tmp_path_factory: pytest.TempPathFactory):
+    """Start forkserve and an nginx in front of it: ``behind_nginx("tcp" | "unix", *args, env=)``.
+
+    ``args`` are forkserve's (app spec and options, no -b). Returns ``(server, proxy)``. Teardown
+    stops nginx first, then forkserve.
+    """
+
+    def start(transport: str, *args: str, **kwargs: object) -> tuple[Server, object]:
+        if transport == "unix":
+            path = str(tmp_path_factory.mktemp("forkserve") / "forkserve.sock")
+            server = start_server("-b", f"unix:{path}", *args, address=path, **kwargs)
+            return server, start_nginx(path)
+        assert transport == "tcp", transport
+        server = start_server(*args, **kwargs)
+        return server, start_nginx(server.address)
+
+    return start

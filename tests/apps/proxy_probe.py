@@ -1,0 +1,79 @@
+"""A WSGI app that reports what a server behind a proxy handed it, and which connection it came on.
+
+``connection`` identifies the accepted socket the request arrived on (worker pid and the socket's
+inode), found from outside the server's internals: a sync worker serving a request holds exactly
+one connected stream socket; its listeners are the stream sockets in the listening state. So
+counting distinct ``connection`` values counts the connections the server accepted, for TCP and
+unix sockets alike. ``/big?size=N`` sends N bytes; every other path reports the request and
+hashes its body. Wrapped in wsgiref's validator: a PEP 3333 slip fails the test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import wsgiref.validate
+from urllib.parse import parse_qs
+
+
+def connection_id() -> str:
+    """'<pid>:socket:[<inode>]' of the one connected stream socket this process holds."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue  # the fd of the listdir itself, gone already
+        if not target.startswith("socket:"):
+            continue
+        with socket.socket(fileno=os.dup(int(name))) as sock:
+            if sock.type == socket.SOCK_STREAM and not sock.getsockopt(
+                socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+            ):
+                found.append(target)
+    if len(found) != 1:
+        raise RuntimeError(f"expected one connected stream socket, found {found}")
+    return f"{os.getpid()}:{found[0]}"
+
+
+def _json(start_response, payload: dict) -> list[bytes]:
+    body = json.dumps(payload).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def _big(environ, start_response):
+    size = int(parse_qs(environ["QUERY_STRING"]).get("size", ["0"])[0])
+    block = bytes(range(256)) * 256
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
+    for offset in range(0, size, len(block)):
+        yield block[: size - offset]
+
+
+def _probe(environ, start_response):
+    if environ["PATH_INFO"] == "/big":
+        return _big(environ, start_response)
+    digest = hashlib.sha256()
+    size = 0
+    stream = environ["wsgi.input"]
+    while block := stream.read(65536):
+        digest.update(block)
+        size += len(block)
+    return _json(start_response, {
+        "method": environ["REQUEST_METHOD"],
+        "path": environ["PATH_INFO"],
+        "remote_addr": environ["REMOTE_ADDR"],
+        "remote_port": environ["REMOTE_PORT"],
+        "scheme": environ["wsgi.url_scheme"],
+        "host": environ.get("HTTP_HOST"),
+        "x_forwarded_for": environ.get("HTTP_X_FORWARDED_FOR"),
+        "x_request_id": environ.get("HTTP_X_REQUEST_ID"),
+        "connection": connection_id(),
+        "body_size": size,
+        "body_sha256": digest.hexdigest(),
+    })
+
+
+application = wsgiref.validate.validator(_probe)
