@@ -676,8 +676,9 @@ class Arbiter:
             return
         if old and len(new) + len(old) > self.target_workers:
             oldest = min(old, key=lambda record: record.spawned_at)
-            error_log.info("rolling reload: new worker ready; stopping old worker %d (%d old left)",
-                           oldest.pid, len(old) - 1)
+            newest = max(new, key=lambda record: record.spawned_at)
+            error_log.info("rolling reload: new worker %d is ready; stopping old worker %d (%d old left)",
+                           newest.pid, oldest.pid, len(old) - 1)
             self._stop_worker(oldest, signal.SIGTERM)
         elif len(new) < self.target_workers:
             self.spawn_worker()
