@@ -155,8 +155,11 @@ class Arbiter:
             upgrading = self.new_master_pid is not None  # it uses our unix socket files now
             for listener in self.listeners:
                 listener.close(remove_path=not upgrading)
-            if self.pidfile_path:
-                pidfile.remove(self.pidfile_path)
+            if self.pidfile_path and upgrading and self.pidfile_path == self.config.pidfile:
+                pidfile.write(self.pidfile_path, self.new_master_pid)  # no moment without a pidfile
+            elif self.pidfile_path:
+                for path in {self.pidfile_path, self.config.pidfile}:  # both, if they name us
+                    pidfile.remove(path)
             call_hook(self.config, "on_exit", self)
 
     def _serve(self) -> int:
