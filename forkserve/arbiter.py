@@ -91,6 +91,7 @@ class ReloadState:
     previous_app: Callable[..., Any] | None
     previous_generation: int
     previous_target: int
+    previous_cwd: str
 
 
 class Arbiter:
@@ -123,13 +124,17 @@ class Arbiter:
         self.new_master_pid: int | None = None
         self.old_master_pid: int | None = None
         self.pidfile_path: str | None = None
+        self.sockets_replace_binds = False  # systemd's sockets: a USR2 successor takes them as is
 
     # -- start ---------------------------------------------------------------------------------
 
     def run(self) -> int:
         """Start, supervise until told to stop, shut down; return the exit code."""
         call_hook(self.config, "on_starting", self)
-        handed_over, self.old_master_pid = reexec.handed_over(os.environ)
+        handover = reexec.handed_over(os.environ)
+        self.old_master_pid = handover.old_master
+        systemd = systemd_fds(os.environ)
+        self.sockets_replace_binds = bool(systemd) or handover.replaces_binds
         try:
             prepare_import_path(self.config)
         except AppLoadError as error:
@@ -143,8 +148,8 @@ class Arbiter:
                 reuse_port=self.config.reuse_port,
                 header_timeout=self.config.header_timeout,
                 io_timeout=self.config.body_timeout,
-                inherited=systemd_fds(os.environ),
-                handed_over=handed_over,
+                inherited=systemd or (handover.fds if handover.replaces_binds else None),
+                handed_over=handover.fds,
             )
         except BindError as error:
             error_log.error("%s", error)
@@ -463,18 +468,22 @@ class Arbiter:
                        and record.ready_at is None)
         self._log_exit(record, status, boot_failed)
         call_hook(self.config, "child_exit", self, record)
-        if record.expected_exit or self.stopping is not None:
-            self.boot_failures.pop(record.pid, None)
-            return
         if boot_failed:
             self.read_control()
-        why = self.boot_failures.pop(record.pid, "") if boot_failed else ""
-        if self.reloading is not None and record.generation == self.reloading.generation \
-                and record.ready_at is None:
+        why = self.boot_failures.pop(record.pid, "")
+        if self.stopping is not None:
+            return
+        reloading = self.reloading
+        if (reloading is not None and record.generation == reloading.generation
+                and record.ready_at is None and record.stop_sent_at is None):
+            # Crashed, failed to load the app, or killed as stuck while booting: the new
+            # configuration or code does not come up, so the old workers stay.
             reason = f"a new worker could not load the app:\n{why.rstrip()}" if why else (
-                f"a new worker died before it was ready ({describe_status(status)})"
+                f"a new worker ended before it was ready ({describe_status(status)})"
             )
             self._abort_reload(reason)
+            return
+        if record.expected_exit:
             return
         if boot_failed and not self.ever_ready:
             error_log.error("worker failed to boot: %s", (why or "see above").rstrip())
@@ -639,10 +648,13 @@ class Arbiter:
             return
         for warning in new.warnings:
             error_log.warning(warning)
+        previous_cwd = os.getcwd()
         try:
+            os.chdir(self.launch_cwd)  # a relative chdir/pythonpath means what it meant at start
             prepare_import_path(new)
             app = self.preloaded.load(new.wsgi_app) if new.preload_app else None
         except AppLoadError as error:
+            os.chdir(previous_cwd)
             logs.setup(old)
             error_log.error("reload failed: %s; the current workers keep serving", error)
             return
@@ -653,7 +665,7 @@ class Arbiter:
             error_log.warning("bind changed in the configuration: the listening sockets are kept; "
                               "use USR2 (upgrade) or a restart to change them")
         state = ReloadState(next(self._generations), new.reload_strategy, old, self.app,
-                            self.generation, self.target_workers)
+                            self.generation, self.target_workers, previous_cwd)
         self.config, self.app, self.generation = new, app, state.generation
         self.stall = stall_limit(new)
         self.reloading = state
@@ -705,6 +717,10 @@ class Arbiter:
             if record.generation == state.generation and record.stop_sent_at is None:
                 self._stop_worker(record, signal.SIGTERM)
         self.config, self.app, self.generation = state.previous_config, state.previous_app, state.previous_generation
+        try:
+            os.chdir(state.previous_cwd)
+        except OSError as error:
+            error_log.error("cannot go back to %s: %s", state.previous_cwd, error.strerror)
         self.stall = stall_limit(self.config)
         if self.target_workers != state.previous_target:
             self._set_target(state.previous_target)
@@ -725,7 +741,8 @@ class Arbiter:
         call_hook(self.config, "pre_exec", self)
         try:
             pid = reexec.spawn_new_master(
-                self.config.argv, [listener.fileno() for listener in self.listeners], self.launch_cwd
+                self.config.argv, [listener.fileno() for listener in self.listeners], self.launch_cwd,
+                replaces_binds=self.sockets_replace_binds,
             )
         except OSError as error:
             error_log.error("USR2: cannot start a new master: %s", error)
@@ -743,8 +760,8 @@ class Arbiter:
         error_log.info("the old master %d has exited; this master now owns the sockets", self.old_master_pid)
         self.old_master_pid = None
         for listener in self.listeners:
-            if listener.is_unix and listener.unix_path:
-                listener.owns_path = True
+            if listener.is_unix and listener.unix_path and not self.sockets_replace_binds:
+                listener.owns_path = True  # (systemd's socket files stay systemd's)
         if self.config.pidfile:
             previous = self.pidfile_path
             pidfile.write(self.config.pidfile)

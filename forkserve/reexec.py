@@ -12,14 +12,25 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass, field
 
 FDS_ENV = "FORKSERVE_FDS"
 FDS_PID_ENV = "FORKSERVE_FDS_PID"
 OLD_MASTER_ENV = "FORKSERVE_OLD_MASTER"
+FDS_ONLY_ENV = "FORKSERVE_FDS_ONLY"
 EXEC_FAILED = 127
 
 
-def spawn_new_master(argv: Sequence[str], fds: Sequence[int], cwd: str) -> int:
+@dataclass(frozen=True)
+class Handover:
+    """What an upgrading master passed to this process (empty when it is a plain start)."""
+
+    fds: list[int] = field(default_factory=list)
+    old_master: int | None = None
+    replaces_binds: bool = False  # the sockets came from systemd: they are the whole list
+
+
+def spawn_new_master(argv: Sequence[str], fds: Sequence[int], cwd: str, replaces_binds: bool = False) -> int:
     """Fork and exec a new master inheriting ``fds``; return its pid (in the old master)."""
     pid = os.fork()
     if pid != 0:
@@ -31,6 +42,8 @@ def spawn_new_master(argv: Sequence[str], fds: Sequence[int], cwd: str) -> int:
         environ[FDS_ENV] = ",".join(str(fd) for fd in fds)
         environ[FDS_PID_ENV] = str(os.getpid())
         environ[OLD_MASTER_ENV] = str(os.getppid())
+        if replaces_binds:
+            environ[FDS_ONLY_ENV] = "1"
         os.chdir(cwd)
         os.execve(sys.executable, [sys.executable, "-m", "forkserve", *argv], environ)
     except BaseException as error:  # noqa: BLE001 -- the forked child must never return to the loop
@@ -41,8 +54,8 @@ def spawn_new_master(argv: Sequence[str], fds: Sequence[int], cwd: str) -> int:
     raise AssertionError("unreachable")
 
 
-def handed_over(environ: MutableMapping[str, str]) -> tuple[list[int], int | None]:
-    """The fds and old master pid an upgrading master passed to *this* process.
+def handed_over(environ: MutableMapping[str, str]) -> Handover:
+    """The sockets and old master pid an upgrading master passed to *this* process.
 
     The variables are removed from ``environ`` either way, so the app and any later upgrade
     never see stale ones.
@@ -50,10 +63,11 @@ def handed_over(environ: MutableMapping[str, str]) -> tuple[list[int], int | Non
     fds_text = environ.pop(FDS_ENV, "")
     owner = environ.pop(FDS_PID_ENV, "")
     old_master = environ.pop(OLD_MASTER_ENV, "")
+    only = environ.pop(FDS_ONLY_ENV, "") == "1"
     if not fds_text or owner != str(os.getpid()):
-        return [], None
+        return Handover()
     try:
         fds = [int(item) for item in fds_text.split(",") if item]
-        return fds, int(old_master) if old_master else None
+        return Handover(fds, int(old_master) if old_master else None, only)
     except ValueError:
-        return [], None
+        return Handover()

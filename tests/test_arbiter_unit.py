@@ -46,7 +46,10 @@ def log_lines():
 
 
 class FakeWorkers(Arbiter):
-    """Spawning records a worker that is ready at once; signals to workers are recorded."""
+    """Spawning records a worker that is ready at once (unless ``boot_instantly`` is False);
+    signals to workers are recorded."""
+
+    boot_instantly = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -58,7 +61,8 @@ class FakeWorkers(Arbiter):
         pid = next(self.pids)
         index = self.scoreboard.free_slot()
         self.scoreboard.claim(index, pid)
-        self.scoreboard.writer(index).ready(time.time())
+        if self.boot_instantly:
+            self.scoreboard.writer(index).ready(time.time())
         record = WorkerRecord(pid=pid, slot=index, spawned_at=time.monotonic(), generation=self.generation)
         self.workers[pid] = record
         return record
@@ -112,6 +116,25 @@ def test_winch_parks_workers_and_hup_brings_a_new_generation(fake, log_lines):
     assert len(new) == 2 and fake.reloading is None
     assert all(fake.workers[pid].generation == fake.generation for pid in new)
     assert "reload complete: 2 workers" in log_lines.text()
+
+
+def test_new_worker_killed_as_stuck_while_booting_abandons_the_reload(fake, log_lines, capsys):
+    old, generation = set(fake.workers), fake.generation
+    fake.boot_instantly = False
+    fake.feed(signal.SIGHUP)
+    error_log.addHandler(log_lines)
+    fake.manage()
+    new = [record for record in fake.workers.values() if record.pid not in old]
+    assert len(new) == 2 and fake.reloading is not None
+    stuck = new[0]
+    stuck.abort_sent_at = time.monotonic()  # as the stall check does, then SIGKILL
+    del fake.workers[stuck.pid]
+    fake._worker_exited(stuck, signal.SIGKILL)  # wait status of a SIGKILLed child
+    assert fake.reloading is None and fake.generation == generation
+    assert (new[1].pid, signal.SIGTERM) in fake.sent  # the other new worker is stopped
+    assert not any(pid in old for pid, _ in fake.sent)  # the old ones keep serving
+    # (going back to the old configuration set its logging up again: stderr here)
+    assert "a new worker ended before it was ready (SIGKILL)" in capsys.readouterr().err
 
 
 def test_term_is_graceful_int_and_quit_are_fast(fake):

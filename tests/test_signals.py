@@ -64,7 +64,7 @@ def test_term_serves_every_connection_queued_in_the_backlog(start_server, tmp_pa
         server.connect(timeout=2)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGQUIT])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGQUIT], ids=["INT", "QUIT"])
 def test_int_and_quit_abandon_requests_and_exit_promptly(start_server, signum, tmp_path):
     server = start_server("-w", "1", APP)
     worker = server.wait_workers(1)[0]

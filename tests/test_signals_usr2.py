@@ -8,8 +8,10 @@ import os
 import signal
 import socket
 
-from conftest import children_of, pid_alive, raw_exchange, status_of, wait_for
+from conftest import children_of, free_port, pid_alive, raw_exchange, status_of, wait_for
 from loadclient import LoadLoop
+
+from forkserve.sockets import create_listeners
 
 APP = "supervision_app:application"
 GET = b"GET /hello HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
@@ -72,3 +74,28 @@ def test_new_master_that_cannot_start_leaves_the_old_one_serving(start_server, t
     assert marker.read_text() == str(server.pid)
     assert server.workers() == workers
     assert status_of(raw_exchange(server, GET)) == 200
+
+
+def test_handed_over_sockets_are_adopted_by_address_and_new_binds_are_bound(tmp_path):
+    old = create_listeners(["127.0.0.1:0", f"unix:{tmp_path / 'a.sock'}"], 16)
+    port = old[0].server_port
+    try:
+        fresh = free_port()
+        new = create_listeners(
+            [f"unix:{tmp_path / 'a.sock'}", f"127.0.0.1:{fresh}"], 16,
+            handed_over=[listener.fileno() for listener in old],
+        )
+        try:
+            by_spec = {listener.spec: listener for listener in new}
+            assert by_spec[f"unix:{tmp_path / 'a.sock'}"].fileno() == old[1].fileno()  # adopted
+            assert not by_spec[f"unix:{tmp_path / 'a.sock'}"].owns_path  # the old master's file
+            assert by_spec[f"127.0.0.1:{fresh}"].server_port == str(fresh)  # bound anew
+            kept = [listener for listener in new if listener.fileno() == old[0].fileno()]
+            assert kept and kept[0].server_port == port  # no longer configured, still kept
+        finally:
+            for listener in new:
+                if listener.fileno() not in {item.fileno() for item in old}:
+                    listener.close()
+    finally:
+        for listener in old:
+            listener.close()
