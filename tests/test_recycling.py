@@ -16,35 +16,34 @@ from loadclient import LoadLoop
 APP = "supervision_app:application"
 
 
-def test_max_requests_with_jitter_recycles_without_failures(start_server):
-    server = start_server("-w", "2", "--max-requests", "15", "--max-requests-jitter", "10", APP)
+def recycle_under_load(start_server, *options: str) -> str:
+    """Serve 2 workers under load until both first workers were recycled; check that no request
+    failed and that capacity never dipped; return the log."""
+    server = start_server("-w", "2", *options, APP)
     first = server.wait_workers(2)
     with LoadLoop(server.connect) as load:
         wait_for(lambda: not set(first) & set(server.workers()) or load.failures, 30,
                  message="both first workers to be recycled")
         load.wait_ok(20)
     assert load.failures == []
-    log = server.log()
-    limits = [int(limit) for limit in re.findall(r"reached max_requests \(\d+ served, its limit (\d+)\)", log)]
-    assert len(limits) >= 2 and all(15 <= limit <= 25 for limit in limits), log
-    # Capacity never dips: a replacement boots after the worker asks to go and before it is stopped.
-    for pid in first:
-        lines = log.splitlines()
+    lines = server.log().splitlines()
+    for pid in first:  # a replacement boots after the worker asks to go and before it is stopped
         asked = next(i for i, line in enumerate(lines) if f"worker {pid} is being recycled" in line)
         stopped = next(i for i, line in enumerate(lines) if f"stopping recycled worker {pid}" in line)
         assert any("booting worker" in line for line in lines[asked:stopped]), lines[asked:stopped + 1]
         assert any(f"worker {pid} exited" in line for line in lines[stopped:])
+    return server.log()
+
+
+def test_max_requests_with_jitter_recycles_without_failures(start_server):
+    log = recycle_under_load(start_server, "--max-requests", "15", "--max-requests-jitter", "10")
+    limits = [int(limit) for limit in re.findall(r"reached max_requests \(\d+ served, its limit (\d+)\)", log)]
+    assert len(limits) >= 2 and all(15 <= limit <= 25 for limit in limits), log
 
 
 def test_max_worker_lifetime_recycles_without_failures(start_server):
-    server = start_server("-w", "2", "--max-worker-lifetime", "1", "--max-worker-lifetime-jitter", "0.5", APP)
-    first = server.wait_workers(2)
-    with LoadLoop(server.connect) as load:
-        wait_for(lambda: not set(first) & set(server.workers()) or load.failures, 20,
-                 message="both first workers to reach their lifetime")
-        load.wait_ok(20)
-    assert load.failures == []
-    assert len(re.findall(r"is being recycled \(max_worker_lifetime, \d+s old\)", server.log())) >= 2
+    log = recycle_under_load(start_server, "--max-worker-lifetime", "1", "--max-worker-lifetime-jitter", "0.5")
+    assert len(re.findall(r"is being recycled \(max_worker_lifetime, \d+s old\)", log)) >= 2
 
 
 def test_max_worker_memory_finishes_the_response_then_replaces_the_worker(start_server):

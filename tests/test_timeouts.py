@@ -30,7 +30,7 @@ def test_timeout_dumps_the_stack_and_replaces_the_worker(start_server, tmp_path)
         outcome = "closed"
     assert outcome in (500, "closed")
     log = server.log()
-    assert re.search(rf"worker {stuck} timed out: 'GET /sleep\?seconds=30' has run [23]\.\ds \(timeout 2s\)", log), log
+    assert re.search(rf"worker {stuck} timed out: 'GET /sleep\?seconds=30' has run \d+\.\ds \(timeout 2s\)", log), log
     assert "in slow_view_sleeping" in log  # faulthandler's frame line: where the app was stuck
     assert marker.read_text() == str(stuck)  # worker_abort ran in the stuck worker
     replacement = wait_for(lambda: [p for p in server.workers() if p != stuck], 10, message="a replacement")
