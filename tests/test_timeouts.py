@@ -54,11 +54,14 @@ def test_idle_workers_and_slow_clients_are_not_timed_out(start_server):
 @pytest.mark.slow
 def test_worker_without_heartbeat_while_idle_is_replaced(start_server):
     server = start_server("-w", "1", "--timeout", "1", "--header-timeout", "0.5", "--keep-alive", "0",
-                          "supervision_app:application")
+                          "--log-level", "debug", "supervision_app:application", ready=False)
     frozen = server.wait_workers(1)[0]
+    # No request is sent before the freeze, so the worker is certainly idle, not busy.
+    wait_for(lambda: f"worker {frozen} ready" in server.log(), 15, message="the worker to be ready")
     os.kill(frozen, signal.SIGSTOP)  # as deadlocked as a process gets: no heartbeat at all
     try:
         wait_for(lambda: f"worker {frozen} is stuck: no heartbeat" in server.log(), 20, message="stall")
+        assert "while idle" in server.log()
         wait_for(lambda: frozen not in server.workers() and len(server.workers()) == 1, 10,
                  message="the replacement")
     finally:
