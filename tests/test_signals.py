@@ -106,10 +106,6 @@ def test_usr1_reopens_rotated_log_in_master_and_workers(start_server, tmp_path):
     error_log = tmp_path / "error.log"
     server = start_server("-w", "2", "--error-logfile", str(error_log), APP)
     workers = server.wait_workers(2)
-    wait_for(lambda: error_log.read_text().count("booting worker") >= 2, 10,
-             message=f"boot lines in {error_log.read_text()}")
-    error_log.rename(tmp_path / "error.log.1")
-    server.signal(signal.SIGUSR1)
 
     def reopened() -> bool:
         text = error_log.read_text() if error_log.exists() else ""
@@ -118,14 +114,16 @@ def test_usr1_reopens_rotated_log_in_master_and_workers(start_server, tmp_path):
         )
 
     try:
+        wait_for(lambda: error_log.read_text().count("booting worker") >= 2, 10, message="boot lines")
+        error_log.rename(tmp_path / "error.log.1")
+        server.signal(signal.SIGUSR1)
         wait_for(reopened, 15, message="new lines in a new file at the original path")
-    except AssertionError:
+        assert "USR1" not in (tmp_path / "error.log.1").read_text()
+        assert status_of(raw_exchange(server, GET)) == 200
+    except AssertionError:  # say what the logs held
         for path in (tmp_path / "error.log.1", error_log):
             print(path, path.read_text() if path.exists() else "(missing)")
         raise
-    assert "USR1" not in (tmp_path / "error.log.1").read_text()
-    reply = raw_exchange(server, GET)
-    assert status_of(reply) == 200, (reply, error_log.read_text())
 
 
 def test_winch_stops_workers_keeps_master_until_hup(start_server):
