@@ -133,8 +133,8 @@ class Arbiter:
         call_hook(self.config, "on_starting", self)
         handover = reexec.handed_over(os.environ)
         self.old_master_pid = handover.old_master
-        systemd = systemd_fds(os.environ)
-        self.sockets_replace_binds = bool(systemd) or handover.replaces_binds
+        activated = systemd_fds(os.environ)
+        self.sockets_replace_binds = bool(activated) or handover.replaces_binds
         try:
             prepare_import_path(self.config)
         except AppLoadError as error:
@@ -148,7 +148,7 @@ class Arbiter:
                 reuse_port=self.config.reuse_port,
                 header_timeout=self.config.header_timeout,
                 io_timeout=self.config.body_timeout,
-                inherited=systemd or (handover.fds if handover.replaces_binds else None),
+                inherited=activated or (handover.fds if handover.replaces_binds else None),
                 handed_over=handover.fds,
             )
         except BindError as error:
@@ -160,11 +160,7 @@ class Arbiter:
             upgrading = self.new_master_pid is not None  # it uses our unix socket files now
             for listener in self.listeners:
                 listener.close(remove_path=not upgrading)
-            if self.pidfile_path and upgrading and self.pidfile_path == self.config.pidfile:
-                pidfile.write(self.pidfile_path, self.new_master_pid)  # no moment without a pidfile
-            elif self.pidfile_path:
-                for path in {self.pidfile_path, self.config.pidfile}:  # both, if they name us
-                    pidfile.remove(path)
+            self._release_pidfile()
             call_hook(self.config, "on_exit", self)
 
     def _serve(self) -> int:
@@ -209,13 +205,43 @@ class Arbiter:
         """The whole signal handler: remember the signal; the main loop acts on it."""
         self.signal_queue.append(signum)
 
+    # -- the pidfile across a USR2 upgrade ------------------------------------------------------
+
+    def _main_pidfile(self) -> str | None:
+        """The configured pidfile, relative to where forkserve was started (not to ``chdir``)."""
+        return os.path.join(self.launch_cwd, self.config.pidfile) if self.config.pidfile else None
+
     def _write_pidfile(self) -> None:
         """PIDFILE, or PIDFILE.2 while the master we are replacing still runs (USR2)."""
-        if not self.config.pidfile:
+        main = self._main_pidfile()
+        if main is None:
             return
-        path = self.config.pidfile + (".2" if self.old_master_pid is not None else "")
+        path = main + (".2" if self.old_master_pid is not None else "")
         pidfile.write(path)
         self.pidfile_path = path
+
+    def _promote_pidfile(self) -> None:
+        """The old master is gone: PIDFILE names us now, PIDFILE.2 goes."""
+        main = self._main_pidfile()
+        if main is None or self.pidfile_path == main:
+            return
+        previous = self.pidfile_path
+        pidfile.write(main)
+        self.pidfile_path = main
+        if previous:
+            pidfile.remove(previous)
+
+    def _release_pidfile(self) -> None:
+        """At exit: hand PIDFILE to a running new master (no moment without one), else remove
+        whichever of PIDFILE / PIDFILE.2 still names us."""
+        main = self._main_pidfile()
+        if main is None:
+            return
+        if self.new_master_pid is not None and self.pidfile_path == main:
+            pidfile.write(main, self.new_master_pid)
+            return
+        for path in {main, self.pidfile_path or main}:
+            pidfile.remove(path)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -762,12 +788,7 @@ class Arbiter:
         for listener in self.listeners:
             if listener.is_unix and listener.unix_path and not self.sockets_replace_binds:
                 listener.owns_path = True  # (systemd's socket files stay systemd's)
-        if self.config.pidfile:
-            previous = self.pidfile_path
-            pidfile.write(self.config.pidfile)
-            self.pidfile_path = self.config.pidfile
-            if previous and previous != self.pidfile_path:
-                pidfile.remove(previous)
+        self._promote_pidfile()
 
     # -- stop ----------------------------------------------------------------------------------
 
