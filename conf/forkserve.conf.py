@@ -33,31 +33,34 @@ reuse_port = False
 # class)
 worker_class = 'sync'
 
-# Seconds a worker may spend in the app on one request before the master dumps its stack and kills it.
-# 0 disables. (command line: -t, --timeout)
+# Seconds a worker may spend in the app on one request before the master dumps every thread's stack to
+# the error log and replaces it. A worker that shows no heartbeat for longer than max(timeout,
+# keepalive + header_timeout + 2) + 2 s while booting or idle (deadlocked) is treated the same. 0
+# disables both. (command line: -t, --timeout)
 timeout = 30.0
 
-# Seconds workers get to finish in-flight requests on TERM or reload before SIGKILL. (command line:
-# --graceful-timeout)
+# Seconds workers get to finish in-flight requests (and, on TERM, the connections queued in the listen
+# backlog) on TERM, reload or recycling before SIGKILL. (command line: --graceful-timeout)
 graceful_timeout = 30.0
 
 # Seconds an idle keep-alive connection is held while no other connection waits. 0 closes after every
 # response. (command line: --keep-alive)
 keepalive = 2.0
 
-# Restart a worker after this many requests. 0 disables. (command line: --max-requests)
+# Replace a worker after this many requests: it asks for a replacement and is stopped once that one is
+# ready, so capacity never dips. 0 disables. (command line: --max-requests)
 max_requests = 0
 
 # Add a random 0..N to each worker's max_requests so they do not restart together. (command line:
 # --max-requests-jitter)
 max_requests_jitter = 0
 
-# Restart a worker whose resident memory exceeds this many MB after a request. 0 disables. (command
-# line: --max-worker-memory)
+# Replace a worker whose resident memory exceeds this many MB after a request: it finishes that
+# response, logs its RSS and exits. 0 disables. (command line: --max-worker-memory)
 max_worker_memory = 0
 
-# Restart a worker after it has lived this many seconds (plus jitter). 0 disables. (command line:
-# --max-worker-lifetime)
+# Replace a worker after it has lived this many seconds (plus jitter), its replacement started first.
+# 0 disables. (command line: --max-worker-lifetime)
 max_worker_lifetime = 0.0
 
 # Add a random 0..N seconds to each worker's max_worker_lifetime. (command line: --max-worker-

@@ -1,12 +1,25 @@
 """The master: binds, forks, supervises. It never touches a request.
 
 Signal handlers only append the signal to a queue; ``signal.set_wakeup_fd`` wakes the main loop,
-which does the work. So the loop can be driven in tests by queueing signals directly, and no log
-line is ever written from inside a handler.
+which does the work. So the loop can be driven in tests by queueing signals directly
+(``arbiter.signal_queue.append(signal.SIGTTIN); arbiter.handle_signals()``), and no log line is
+ever written from inside a handler.
+
+One loop pass: act on queued signals, reap exited workers, read worker messages (control
+channel), then :meth:`Arbiter.manage` — timeouts, recycling, reload progress, respawns — and
+sleep in :meth:`Arbiter.wait` until the next signal, message or tick. Other components may add
+file descriptors to :attr:`Arbiter.extra_readers` (fd -> callback): the loop polls them too and
+calls the callback when one is readable (e.g. a stats listener).
+
+Workers belong to a *generation*: a HUP makes a new one, and the old generation is stopped only
+once the new one is ready (all at once, or one worker at a time with ``reload_strategy =
+"rolling"``). If the new workers cannot boot, the reload is abandoned and the old ones keep
+serving; only at first start does a boot failure stop the master.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import select
@@ -17,20 +30,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from forkserve import __version__, logs
-from forkserve.cli import EXIT_BOOT_FAILED, EXIT_OK
+from forkserve import __version__, logs, pidfile, reexec, reload
+from forkserve.cli import EXIT_BOOT_FAILED, EXIT_OK, UsageError
 from forkserve.config import Config
-from forkserve.loader import AppLoadError, load_app, prepare_import_path
+from forkserve.hooks import call_hook
+from forkserve.loader import AppLoadError, prepare_import_path
 from forkserve.logs import error_log
 from forkserve.proctitle import set_title
+from forkserve.recycling import lifetime_limit
 from forkserve.scoreboard import Scoreboard, State
 from forkserve.sockets import BindError, Listener, create_listeners, describe, systemd_fds
+from forkserve.stackdump import TIMEOUT_SIGNAL
+from forkserve.watchdog import Overdue, RespawnBackoff, overdue, same_episode, stall_limit
 from forkserve.worker import EXIT_BOOT_FAILED as WORKER_BOOT_FAILED
 from forkserve.worker import Worker
 
 EXIT_BIND_FAILED = 1
 LOOP_TICK = 1.0
 FAST_SHUTDOWN_GRACE = 2.0
+TIMEOUT_KILL_GRACE = 2.0  # after the stack-dump signal, before SIGKILL
 MIN_SCOREBOARD_SLOTS = 256
 HANDLED_SIGNALS = ("SIGHUP", "SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGTTIN", "SIGTTOU",
                    "SIGWINCH", "SIGCHLD")
@@ -43,9 +61,37 @@ class WorkerRecord:
     pid: int
     slot: int
     spawned_at: float
+    generation: int = 0
+    lifetime: float = float("inf")
+    ready_at: float | None = None
     stop_sent_at: float | None = None
+    abort_sent_at: float | None = None
     kill_sent: bool = False
+    retiring: str | None = None  # why it is being replaced (recycling)
+    exiting: bool = False  # it announced it exits by itself
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def serving(self) -> bool:
+        """Counts toward the worker target: not being stopped, not waiting for a replacement."""
+        return self.stop_sent_at is None and self.retiring is None
+
+    @property
+    def expected_exit(self) -> bool:
+        return self.stop_sent_at is not None or self.abort_sent_at is not None or self.exiting
+
+
+@dataclass
+class ReloadState:
+    """A HUP in progress: the new generation, and what to go back to if it cannot boot."""
+
+    generation: int
+    strategy: str
+    previous_config: Config
+    previous_app: Callable[..., Any] | None
+    previous_generation: int
+    previous_target: int
+    previous_cwd: str
 
 
 class Arbiter:
@@ -56,20 +102,39 @@ class Arbiter:
         self.listeners: list[Listener] = []
         self.workers: dict[int, WorkerRecord] = {}
         self.signal_queue: list[int] = []
+        self.extra_readers: dict[int, Callable[[], None]] = {}
         self.target_workers = config.workers
         self.app: Callable[..., Any] | None = None
         self.exit_code = EXIT_OK
         self.stopping: str | None = None
+        self.paused = False
         self.pid = os.getpid()
+        self.launch_cwd = os.getcwd()
         self.scoreboard: Scoreboard | None = None
-        self.booted_one = False
-        self.boot_failure: str | None = None
+        self.ever_ready = False
+        self.boot_failures: dict[int, str] = {}
+        self.last_boot_failure = ""
+        self.generation = 0
+        self._generations = itertools.count(1)
+        self.reloading: ReloadState | None = None
+        self.reload_again = False
+        self.backoff = RespawnBackoff()
+        self.preloaded = reload.PreloadedApp()
+        self.stall = stall_limit(config)
+        self.new_master_pid: int | None = None
+        self.old_master_pid: int | None = None
+        self.pidfile_path: str | None = None
+        self.sockets_replace_binds = False  # systemd's sockets: a USR2 successor takes them as is
 
     # -- start ---------------------------------------------------------------------------------
 
     def run(self) -> int:
         """Start, supervise until told to stop, shut down; return the exit code."""
-        self._call_hook("on_starting", self)
+        call_hook(self.config, "on_starting", self)
+        handover = reexec.handed_over(os.environ)
+        self.old_master_pid = handover.old_master
+        activated = systemd_fds(os.environ)
+        self.sockets_replace_binds = bool(activated) or handover.replaces_binds
         try:
             prepare_import_path(self.config)
         except AppLoadError as error:
@@ -83,7 +148,8 @@ class Arbiter:
                 reuse_port=self.config.reuse_port,
                 header_timeout=self.config.header_timeout,
                 io_timeout=self.config.body_timeout,
-                inherited=systemd_fds(os.environ),
+                inherited=activated or (handover.fds if handover.replaces_binds else None),
+                handed_over=handover.fds,
             )
         except BindError as error:
             error_log.error("%s", error)
@@ -91,36 +157,46 @@ class Arbiter:
         try:
             return self._serve()
         finally:
+            upgrading = self.new_master_pid is not None  # it uses our unix socket files now
             for listener in self.listeners:
-                listener.close()
-            self._call_hook("on_exit", self)
+                listener.close(remove_path=not upgrading)
+            self._release_pidfile()
+            call_hook(self.config, "on_exit", self)
 
     def _serve(self) -> int:
         if self.config.preload_app:
             try:
-                self.app = load_app(self.config.wsgi_app)
+                self.app = self.preloaded.load(self.config.wsgi_app)
             except AppLoadError as error:
                 error_log.error("failed to load the app: %s", error)
                 return EXIT_BOOT_FAILED
-        self.scoreboard = Scoreboard(max(MIN_SCOREBOARD_SLOTS, self.target_workers * 4))
-        self.control_read, self.control_write = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.control_read.setblocking(False)
-        self._install_signals()
+        self.prepare()
+        self.install_signal_handlers()
+        self._write_pidfile()
         set_title(f"master [{self.config.app_name}]")
         error_log.info("forkserve %s starting (master pid %d)", __version__, self.pid)
+        if self.old_master_pid is not None:
+            error_log.info("upgrade: took over the listening sockets of master %d", self.old_master_pid)
         for listener in self.listeners:
             error_log.info("listening at %s", describe(listener))
         error_log.info(
             "%d workers (%s)", self.target_workers, self.config.sources.get("workers", "default")
         )
-        self._spawn_missing()
-        self._call_hook("when_ready", self)
+        self.spawn_missing()
+        call_hook(self.config, "when_ready", self)
         self._main_loop()
         self._shutdown()
         return self.exit_code
 
-    def _install_signals(self) -> None:
+    def prepare(self) -> None:
+        """The shared scoreboard, the control channel and the wake-up pipe (no signal handlers:
+        tests drive a prepared arbiter by queueing signals themselves)."""
+        self.scoreboard = Scoreboard(max(MIN_SCOREBOARD_SLOTS, self.target_workers * 4))
+        self.control_read, self.control_write = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.control_read.setblocking(False)
         self.wakeup_read, self.wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def install_signal_handlers(self) -> None:
         signal.set_wakeup_fd(self.wakeup_write, warn_on_full_buffer=False)
         for name in HANDLED_SIGNALS:
             signal.signal(getattr(signal, name), self._record_signal)
@@ -129,30 +205,95 @@ class Arbiter:
         """The whole signal handler: remember the signal; the main loop acts on it."""
         self.signal_queue.append(signum)
 
+    # -- the pidfile across a USR2 upgrade ------------------------------------------------------
+
+    def _main_pidfile(self) -> str | None:
+        """The configured pidfile, relative to where forkserve was started (not to ``chdir``)."""
+        return os.path.join(self.launch_cwd, self.config.pidfile) if self.config.pidfile else None
+
+    def _write_pidfile(self) -> None:
+        """PIDFILE, or PIDFILE.2 while the master we are replacing still runs (USR2)."""
+        main = self._main_pidfile()
+        if main is None:
+            return
+        path = main + (".2" if self.old_master_pid is not None else "")
+        pidfile.write(path)
+        self.pidfile_path = path
+
+    def _promote_pidfile(self) -> None:
+        """The old master is gone: PIDFILE names us now, PIDFILE.2 goes."""
+        main = self._main_pidfile()
+        if main is None or self.pidfile_path == main:
+            return
+        previous = self.pidfile_path
+        pidfile.write(main)
+        self.pidfile_path = main
+        if previous:
+            pidfile.remove(previous)
+
+    def _release_pidfile(self) -> None:
+        """At exit: hand PIDFILE to a running new master (no moment without one), else remove
+        whichever of PIDFILE / PIDFILE.2 still names us."""
+        main = self._main_pidfile()
+        if main is None:
+            return
+        if self.new_master_pid is not None and self.pidfile_path == main:
+            pidfile.write(main, self.new_master_pid)
+            return
+        for path in {main, self.pidfile_path or main}:
+            pidfile.remove(path)
+
     # -- the loop ------------------------------------------------------------------------------
 
     def _main_loop(self) -> None:
         while self.stopping is None:
             self.handle_signals()
             self.reap()
-            self._read_control()
+            self.read_control()
             if self.stopping is not None:
                 break
-            self._spawn_missing()
-            self._wait(LOOP_TICK)
+            self.manage()
+            self.wait(self._next_wakeup())
 
-    def _wait(self, timeout: float) -> None:
-        """Sleep until a signal, a control message, or the timeout."""
+    def wait(self, timeout: float) -> None:
+        """Sleep until a signal, a control message, an extra reader, or the timeout."""
+        poller = select.poll()
+        for fd in (self.wakeup_read, self.control_read.fileno(), *self.extra_readers):
+            poller.register(fd, select.POLLIN)
         try:
-            ready, _, _ = select.select([self.wakeup_read, self.control_read], [], [], timeout)
+            events = poller.poll(max(0.0, timeout) * 1000)
         except InterruptedError:
             return
-        if self.wakeup_read in ready:
-            try:
-                while os.read(self.wakeup_read, 512):
-                    pass
-            except BlockingIOError:
+        for fd, mask in events:
+            if fd == self.wakeup_read:
+                self._drain_wakeup()
+            elif fd in self.extra_readers:
+                if mask & select.POLLNVAL:
+                    error_log.error("extra reader fd %d is not open; dropping it", fd)
+                    del self.extra_readers[fd]
+                    continue
+                try:
+                    self.extra_readers[fd]()
+                except Exception:  # noqa: BLE001 -- a failing component must not stop supervision
+                    error_log.exception("reader callback for fd %d raised", fd)
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while os.read(self.wakeup_read, 512):
                 pass
+        except BlockingIOError:
+            pass
+
+    def _next_wakeup(self) -> float:
+        now = time.monotonic()
+        timeout = LOOP_TICK
+        backoff = self.backoff.wait_left(now)
+        if backoff > 0:
+            timeout = min(timeout, backoff)
+        for record in self.workers.values():
+            if record.abort_sent_at is not None and not record.kill_sent:
+                timeout = min(timeout, record.abort_sent_at + TIMEOUT_KILL_GRACE - now)
+        return max(0.01, timeout)
 
     def handle_signals(self) -> None:
         """Act on every queued signal, in arrival order."""
@@ -162,6 +303,21 @@ class Arbiter:
             handler = getattr(self, f"_on_{name.lower()}", None)
             if handler is not None:
                 handler()
+
+    def manage(self) -> None:
+        """Everything the master does between signals, in one pass."""
+        now = time.monotonic()
+        self._check_old_master()
+        self._note_ready(now)
+        self._check_timeouts(now)
+        self._enforce_deadlines(now)
+        self._check_lifetimes(now)
+        if self.reloading is not None:
+            self._advance_reload()
+        self._stop_replaced_retirees()
+        self.spawn_missing()
+
+    # -- signals -------------------------------------------------------------------------------
 
     def _on_sigterm(self) -> None:
         error_log.info("TERM received: graceful shutdown")
@@ -180,62 +336,107 @@ class Arbiter:
 
     def _on_sigusr1(self) -> None:
         logs.reopen()
+        error_log.info("USR1 received: reopened the log files")
         self._signal_workers(signal.SIGUSR1)
 
     def _on_sigttin(self) -> None:
         self._set_target(self.target_workers + 1)
 
     def _on_sigttou(self) -> None:
-        if self.target_workers > 1:
-            self._set_target(self.target_workers - 1)
-            self._retire_extra()
+        if self.target_workers <= 1:
+            error_log.info("TTOU received: already at 1 worker, the minimum")
+            return
+        self._set_target(self.target_workers - 1)
+        self._retire_extra()
+
+    def _on_sigwinch(self) -> None:
+        error_log.info("WINCH received: stopping every worker gracefully; the master stays (HUP restarts them)")
+        self.paused = True
+        if self.reloading is not None:
+            self._finish_reload()
+        for record in self.workers.values():
+            if record.stop_sent_at is None:
+                self._stop_worker(record, signal.SIGTERM)
+
+    def _on_sighup(self) -> None:
+        self.start_reload()
+
+    def _on_sigusr2(self) -> None:
+        self.start_upgrade()
 
     def _set_target(self, count: int) -> None:
         old, self.target_workers = self.target_workers, count
         error_log.info("worker count %d -> %d", old, count)
-        self._call_hook("nworkers_changed", self, count, old)
+        call_hook(self.config, "nworkers_changed", self, count, old)
 
     # -- workers -------------------------------------------------------------------------------
 
-    def _spawn_missing(self) -> None:
-        live = [record for record in self.workers.values() if record.stop_sent_at is None]
-        for _ in range(self.target_workers - len(live)):
-            self.spawn_worker()
+    def serving(self) -> list[WorkerRecord]:
+        """Workers of the current generation that count toward the target."""
+        return [record for record in self.workers.values()
+                if record.serving and record.generation == self.generation]
 
-    def spawn_worker(self) -> WorkerRecord:
-        """Fork one worker into a free scoreboard slot."""
+    def spawn_missing(self) -> None:
+        """Fork workers up to the target, unless paused, backing off, or in a rolling reload."""
+        if self.paused or self.stopping is not None:
+            return
+        if self.reloading is not None and self.reloading.strategy == "rolling":
+            return  # _advance_reload paces the spawns
+        if self.backoff.wait_left(time.monotonic()) > 0:
+            return
+        for _ in range(self.target_workers - len(self.serving())):
+            if self.spawn_worker() is None:
+                return
+
+    def spawn_worker(self) -> WorkerRecord | None:
+        """Fork one worker into a free scoreboard slot (None if fork failed; it backs off)."""
         assert self.scoreboard is not None
         index = self.scoreboard.free_slot()
         self.scoreboard.claim(index, 0)
         worker = Worker(
             self.config, self.listeners, self.scoreboard, index, self.control_write, self.app, self
         )
-        self._call_hook("pre_fork", self, worker)
-        pid = os.fork()
+        call_hook(self.config, "pre_fork", self, worker)
+        try:
+            pid = os.fork()
+        except OSError as error:
+            self.scoreboard.release(index)
+            delay = self.backoff.worker_exited(0.0, time.monotonic())
+            error_log.error("cannot fork a worker: %s; retrying in %.1fs", error.strerror, delay)
+            return None
         if pid == 0:
             self._become_worker()
             worker.run()  # never returns
         self.scoreboard.set_pid(index, pid)
-        record = WorkerRecord(pid=pid, slot=index, spawned_at=time.monotonic())
+        record = WorkerRecord(
+            pid=pid, slot=index, spawned_at=time.monotonic(), generation=self.generation,
+            lifetime=lifetime_limit(self.config.max_worker_lifetime, self.config.max_worker_lifetime_jitter),
+        )
         self.workers[pid] = record
         error_log.info("booting worker %d", pid)
         return record
 
     def _become_worker(self) -> None:
-        """In the child right after fork: drop the master's signal plumbing."""
+        """In the child right after fork: drop the master's signal plumbing and extra readers."""
         signal.set_wakeup_fd(-1)
-        for fd in (self.wakeup_read, self.wakeup_write):
-            os.close(fd)
+        for fd in (self.wakeup_read, self.wakeup_write, *self.extra_readers):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.extra_readers.clear()
         self.control_read.close()
         self.signal_queue.clear()
 
     def _retire_extra(self) -> None:
-        """Stop the oldest workers beyond the target count, gracefully."""
-        live = sorted(
-            (record for record in self.workers.values() if record.stop_sent_at is None),
-            key=lambda record: record.spawned_at,
+        """Stop workers beyond the target gracefully: idle ones first, oldest first."""
+        assert self.scoreboard is not None
+        scoreboard = self.scoreboard
+        candidates = sorted(
+            self.serving(),
+            key=lambda record: (scoreboard.read(record.slot).state != State.IDLE, record.spawned_at),
         )
-        for record in live[: max(0, len(live) - self.target_workers)]:
+        for record in candidates[: max(0, len(candidates) - self.target_workers)]:
             self._stop_worker(record, signal.SIGTERM)
 
     def _stop_worker(self, record: WorkerRecord, signum: int) -> None:
@@ -252,8 +453,21 @@ class Arbiter:
         except ProcessLookupError:
             pass
 
+    def _note_ready(self, now: float) -> None:
+        """Mark workers whose slot left BOOTING (the worker also sends 'ready' to wake us)."""
+        assert self.scoreboard is not None
+        for record in self.workers.values():
+            if record.ready_at is None and self.scoreboard.read(record.slot).state in (
+                State.IDLE, State.BUSY, State.STOPPING
+            ):
+                record.ready_at = now
+                self.ever_ready = True
+
+    # -- reaping -------------------------------------------------------------------------------
+
     def reap(self) -> None:
-        """Collect every exited worker, log why it ended, free its slot."""
+        """Collect every exited child, log why it ended, and react (respawn backoff, reload
+        abort, or — at first start — stopping on a boot failure)."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -261,37 +475,82 @@ class Arbiter:
                 return
             if pid == 0:
                 return
+            if pid == self.new_master_pid:
+                self._new_master_exited(status)
+                continue
             record = self.workers.pop(pid, None)
-            if record is None:
-                continue  # not ours (e.g. we are PID 1 in a container)
-            assert self.scoreboard is not None
-            booted = self.scoreboard.read(record.slot).state not in (State.BOOTING, State.EMPTY)
-            self.scoreboard.release(record.slot)
-            self._log_exit(record, status)
-            self._call_hook("child_exit", self, record)
-            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == WORKER_BOOT_FAILED and not booted:
-                self._read_control()
-                if self.stopping is None:
-                    error_log.error("worker failed to boot: %s", (self.boot_failure or "see above").rstrip())
-                    error_log.error("shutting down: the app cannot be loaded")
-                    self.exit_code = EXIT_BOOT_FAILED
-                    self.stopping = "fast"
+            if record is not None:
+                self._worker_exited(record, status)
 
-    def _log_exit(self, record: WorkerRecord, status: int) -> None:
+    def _worker_exited(self, record: WorkerRecord, status: int) -> None:
+        assert self.scoreboard is not None
+        now = time.monotonic()
+        if record.ready_at is None and self.scoreboard.read(record.slot).state not in (
+            State.BOOTING, State.EMPTY
+        ):
+            record.ready_at = now
+        self.scoreboard.release(record.slot)
+        boot_failed = (os.WIFEXITED(status) and os.WEXITSTATUS(status) == WORKER_BOOT_FAILED
+                       and record.ready_at is None)
+        self._log_exit(record, status, boot_failed)
+        call_hook(self.config, "child_exit", self, record)
+        if boot_failed:
+            self.read_control()
+        why = self.boot_failures.pop(record.pid, "")
+        if self.stopping is not None:
+            return
+        reloading = self.reloading
+        if (reloading is not None and record.generation == reloading.generation
+                and record.ready_at is None and record.stop_sent_at is None):
+            # Crashed, failed to load the app, or killed as stuck while booting: the new
+            # configuration or code does not come up, so the old workers stay.
+            reason = f"a new worker could not load the app:\n{why.rstrip()}" if why else (
+                f"a new worker ended before it was ready ({describe_status(status)})"
+            )
+            self._abort_reload(reason)
+            return
+        if record.expected_exit:
+            return
+        if boot_failed and not self.ever_ready:
+            error_log.error("worker failed to boot: %s", (why or "see above").rstrip())
+            error_log.error("shutting down: the app cannot be loaded")
+            self.exit_code = EXIT_BOOT_FAILED
+            self.stopping = "fast"
+            return
+        if boot_failed and why != self.last_boot_failure:
+            error_log.error("worker failed to boot: %s", (why or "see above").rstrip())
+            self.last_boot_failure = why
+        delay = self.backoff.worker_exited(now - record.spawned_at, now)
+        if delay:
+            error_log.warning(
+                "worker %d died %.1fs after it was started (%d in a row); waiting %.2fs before the next",
+                record.pid, now - record.spawned_at, self.backoff.failures, delay,
+            )
+
+    def _log_exit(self, record: WorkerRecord, status: int, boot_failed: bool) -> None:
+        expected = record.expected_exit or self.stopping is not None
         if os.WIFSIGNALED(status):
-            signum = os.WTERMSIG(status)
-            name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else str(signum)
-            level = error_log.info if record.stop_sent_at is not None else error_log.error
-            level("worker %d was killed by %s", record.pid, name)
+            level = error_log.info if expected else error_log.error
+            level("worker %d was killed by %s", record.pid, describe_status(status))
         else:
             code = os.WEXITSTATUS(status)
             if code == 0:
                 error_log.info("worker %d exited", record.pid)
-            elif code != WORKER_BOOT_FAILED:
+            elif not boot_failed:
                 error_log.error("worker %d exited with code %d", record.pid, code)
 
-    def _read_control(self) -> None:
-        """Messages workers send the master (boot failures)."""
+    def _new_master_exited(self, status: int) -> None:
+        error_log.error(
+            "the new master %d (USR2 upgrade) ended: %s; this master keeps serving",
+            self.new_master_pid, describe_status(status),
+        )
+        self.new_master_pid = None
+        if self.paused and self.stopping is None:
+            error_log.info("starting workers again (they were stopped by WINCH for the upgrade)")
+            self.paused = False
+
+    def read_control(self) -> None:
+        """Messages workers send the master: boot failures, readiness, retirement requests."""
         while True:
             try:
                 payload = self.control_read.recv(262144)
@@ -301,24 +560,262 @@ class Arbiter:
                 message = json.loads(payload)
             except ValueError:
                 continue
-            if message.get("event") == "boot_failed" and self.boot_failure is None:
-                self.boot_failure = message.get("message", "")
+            event, pid = message.get("event"), message.get("pid")
+            if event == "boot_failed":
+                self.boot_failures[pid] = message.get("message", "")
+            elif event == "retire" and pid in self.workers:
+                self.retire(self.workers[pid], str(message.get("reason", "")), bool(message.get("exiting")))
+
+    # -- timeouts ------------------------------------------------------------------------------
+
+    def _check_timeouts(self, now: float) -> None:
+        """Abort workers stuck in the app past ``timeout``, or without a heartbeat while idle."""
+        assert self.scoreboard is not None
+        timeout = self.config.timeout
+        if timeout <= 0:
+            return
+        wall = time.time()
+        for record in list(self.workers.values()):
+            if record.abort_sent_at is not None or record.kill_sent:
+                continue
+            view = self.scoreboard.read(record.slot)
+            if view.pid != record.pid:
+                continue
+            stuck = overdue(view, wall, timeout, self.stall)
+            if stuck is None or not same_episode(view, self.scoreboard.read(record.slot)):
+                continue
+            self._abort_worker(record, stuck, view.state)
+
+    def _abort_worker(self, record: WorkerRecord, stuck: Overdue, state: State) -> None:
+        record.abort_sent_at = time.monotonic()
+        if stuck.kind == "busy":
+            error_log.error(
+                "worker %d timed out: '%s' has run %.1fs (timeout %gs); its stack follows, then it "
+                "is replaced", record.pid, stuck.request_line, stuck.seconds, self.config.timeout,
+            )
+        else:
+            error_log.error(
+                "worker %d is stuck: no heartbeat for %.1fs while %s (limit %.0fs); its stack "
+                "follows, then it is replaced", record.pid, stuck.seconds, state.name.lower(), self.stall,
+            )
+        self._kill(record.pid, TIMEOUT_SIGNAL)
+
+    def _enforce_deadlines(self, now: float) -> None:
+        """SIGKILL workers that outlived their stack-dump grace or their graceful_timeout."""
+        for record in self.workers.values():
+            if record.kill_sent:
+                continue
+            if record.abort_sent_at is not None and now - record.abort_sent_at > TIMEOUT_KILL_GRACE:
+                error_log.warning("worker %d still running after its stack dump; killing it", record.pid)
+            elif record.stop_sent_at is not None and now - record.stop_sent_at > self.config.graceful_timeout:
+                error_log.warning(
+                    "worker %d did not stop within graceful_timeout (%gs); killing it",
+                    record.pid, self.config.graceful_timeout,
+                )
+            else:
+                continue
+            record.kill_sent = True
+            self._kill(record.pid, signal.SIGKILL)
+
+    # -- recycling -----------------------------------------------------------------------------
+
+    def retire(self, record: WorkerRecord, reason: str, exiting: bool = False) -> None:
+        """Replace a worker without losing capacity: its replacement is forked now; the worker
+        itself is stopped once enough workers are ready (or it exits by itself if ``exiting``)."""
+        if record.retiring is not None or record.stop_sent_at is not None:
+            return
+        record.retiring = reason or "recycled"
+        record.exiting = exiting
+        error_log.info(
+            "worker %d is being recycled (%s); %s", record.pid, record.retiring,
+            "it exits after its response" if exiting else "it stops once its replacement is ready",
+        )
+
+    def _check_lifetimes(self, now: float) -> None:
+        for record in self.workers.values():
+            if record.serving and now - record.spawned_at > record.lifetime:
+                self.retire(record, f"max_worker_lifetime, {now - record.spawned_at:.0f}s old")
+
+    def _stop_replaced_retirees(self) -> None:
+        waiting = [record for record in self.workers.values()
+                   if record.retiring is not None and not record.exiting and record.stop_sent_at is None]
+        if not waiting:
+            return
+        ready = [record for record in self.serving() if record.ready_at is not None]
+        if len(ready) < self.target_workers and not self.paused:
+            return
+        for record in waiting:
+            error_log.info("stopping recycled worker %d: its replacement is ready", record.pid)
+            self._stop_worker(record, signal.SIGTERM)
+
+    # -- HUP -----------------------------------------------------------------------------------
+
+    def start_reload(self) -> None:
+        """Re-read the configuration (and re-import a preloaded app); begin replacing workers.
+
+        Any failure here leaves everything as it was: the current workers keep serving.
+        """
+        if self.reloading is not None:
+            error_log.info("HUP received during a reload: reloading again when this one completes")
+            self.reload_again = True
+            return
+        error_log.info("HUP received: reloading the configuration and the app")
+        old = self.config
+        try:
+            new = reload.read_config(old.argv, self.launch_cwd)
+        except UsageError as error:
+            error_log.error("reload failed: %s; the current workers keep serving", error)
+            return
+        try:
+            logs.setup(new)
+        except (OSError, ValueError) as error:
+            logs.setup(old)
+            error_log.error("reload failed: cannot set up logging: %s; the current workers keep serving", error)
+            return
+        for warning in new.warnings:
+            error_log.warning(warning)
+        previous_cwd = os.getcwd()
+        try:
+            os.chdir(self.launch_cwd)  # a relative chdir/pythonpath means what it meant at start
+            prepare_import_path(new)
+            app = self.preloaded.load(new.wsgi_app) if new.preload_app else None
+        except AppLoadError as error:
+            os.chdir(previous_cwd)
+            logs.setup(old)
+            error_log.error("reload failed: %s; the current workers keep serving", error)
+            return
+        if not new.preload_app:
+            self.preloaded.unload()  # workers import the app themselves, afresh
+        reload.apply_raw_env(new)
+        if new.bind != old.bind:
+            error_log.warning("bind changed in the configuration: the listening sockets are kept; "
+                              "use USR2 (upgrade) or a restart to change them")
+        state = ReloadState(next(self._generations), new.reload_strategy, old, self.app,
+                            self.generation, self.target_workers, previous_cwd)
+        self.config, self.app, self.generation = new, app, state.generation
+        self.stall = stall_limit(new)
+        self.reloading = state
+        self.paused = False
+        if new.workers != old.workers:  # changed in the file; otherwise keep TTIN/TTOU's count
+            self._set_target(new.workers)
+        call_hook(new, "on_reload", self)
+        error_log.info("reload: starting %d new workers (%s)", self.target_workers, new.reload_strategy)
+
+    def _advance_reload(self) -> None:
+        state = self.reloading
+        assert state is not None
+        new = self.serving()
+        old = [record for record in self.workers.values()
+               if record.generation != state.generation and record.stop_sent_at is None]
+        if any(record.ready_at is None for record in new):
+            return
+        if state.strategy == "all":
+            if len(new) >= self.target_workers:
+                for record in old:
+                    self._stop_worker(record, signal.SIGTERM)
+                self._finish_reload()
+            return
+        if old and len(new) + len(old) > self.target_workers:
+            oldest = min(old, key=lambda record: record.spawned_at)
+            newest = max(new, key=lambda record: record.spawned_at)
+            error_log.info("rolling reload: new worker %d is ready; stopping old worker %d (%d old left)",
+                           newest.pid, oldest.pid, len(old) - 1)
+            self._stop_worker(oldest, signal.SIGTERM)
+        elif len(new) < self.target_workers:
+            self.spawn_worker()
+        elif not old:
+            self._finish_reload()
+
+    def _finish_reload(self) -> None:
+        error_log.info("reload complete: %d workers run the new configuration", len(self.serving()))
+        self.reloading = None
+        if self.reload_again:
+            self.reload_again = False
+            self.signal_queue.append(signal.SIGHUP)
+
+    def _abort_reload(self, why: str) -> None:
+        """New workers cannot start: stop them, go back to the old configuration and app."""
+        state = self.reloading
+        assert state is not None
+        self.reloading = None
+        self.reload_again = False
+        for record in self.workers.values():
+            if record.generation == state.generation and record.stop_sent_at is None:
+                self._stop_worker(record, signal.SIGTERM)
+        self.config, self.app, self.generation = state.previous_config, state.previous_app, state.previous_generation
+        try:
+            os.chdir(state.previous_cwd)
+        except OSError as error:
+            error_log.error("cannot go back to %s: %s", state.previous_cwd, error.strerror)
+        self.stall = stall_limit(self.config)
+        if self.target_workers != state.previous_target:
+            self._set_target(state.previous_target)
+        try:
+            logs.setup(self.config)
+        except (OSError, ValueError) as error:
+            error_log.error("cannot restore the previous logging: %s", error)
+        error_log.error("reload failed: %s", why)
+        error_log.error("reload abandoned: the previous workers keep serving")
+
+    # -- USR2 ----------------------------------------------------------------------------------
+
+    def start_upgrade(self) -> None:
+        """Fork+exec a new master that inherits the listening sockets; keep serving meanwhile."""
+        if self.new_master_pid is not None:
+            error_log.warning("USR2 ignored: new master %d is already running", self.new_master_pid)
+            return
+        call_hook(self.config, "pre_exec", self)
+        try:
+            pid = reexec.spawn_new_master(
+                self.config.argv, [listener.fileno() for listener in self.listeners], self.launch_cwd,
+                replaces_binds=self.sockets_replace_binds,
+            )
+        except OSError as error:
+            error_log.error("USR2: cannot start a new master: %s", error)
+            return
+        self.new_master_pid = pid
+        error_log.info(
+            "USR2 received: started new master %d with the listening sockets; this master keeps "
+            "serving until WINCH / TERM", pid,
+        )
+
+    def _check_old_master(self) -> None:
+        """In an upgraded master: once the old master is gone, own the socket files and pidfile."""
+        if self.old_master_pid is None or os.getppid() == self.old_master_pid:
+            return
+        error_log.info("the old master %d has exited; this master now owns the sockets", self.old_master_pid)
+        self.old_master_pid = None
+        for listener in self.listeners:
+            if listener.is_unix and listener.unix_path and not self.sockets_replace_binds:
+                listener.owns_path = True  # (systemd's socket files stay systemd's)
+        self._promote_pidfile()
 
     # -- stop ----------------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
-        """Stop every worker: TERM and wait graceful_timeout, or QUIT and a short grace; then KILL."""
+        """Stop every worker: TERM (serve the backlog, finish in-flight requests) within
+        graceful_timeout, or QUIT and a short grace; then KILL what remains."""
         graceful = self.stopping == "graceful"
         signum = signal.SIGTERM if graceful else signal.SIGQUIT
         grace = self.config.graceful_timeout if graceful else FAST_SHUTDOWN_GRACE
+        assert self.scoreboard is not None
         for record in self.workers.values():
+            if graceful:
+                self.scoreboard.ask_to_drain(record.slot)
             self._stop_worker(record, signum)
+        for listener in self.listeners:
+            # Our copies go now: once the workers have served the queue and closed theirs,
+            # new connections are refused (retryable) instead of queued and reset.
+            listener.sock.close()
         deadline = time.monotonic() + grace
         while self.workers and time.monotonic() < deadline:
+            self._escalate_on_signal()
             self.reap()
             if self.workers:
-                self._wait(min(0.1, max(0.0, deadline - time.monotonic())))
-                self.signal_queue.clear()
+                self.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+            if self.stopping == "fast" and graceful:
+                graceful = False
+                deadline = min(deadline, time.monotonic() + FAST_SHUTDOWN_GRACE)
         for pid in list(self.workers):
             error_log.warning("worker %d did not stop in time; killing it", pid)
             self._kill(pid, signal.SIGKILL)
@@ -329,19 +826,30 @@ class Arbiter:
                 break
             except InterruptedError:
                 continue
+            if pid == self.new_master_pid:
+                self._new_master_exited(status)
             record = self.workers.pop(pid, None)
             if record is not None:
-                self._log_exit(record, status)
+                self._log_exit(record, status, False)
         error_log.info("master %d exiting", self.pid)
 
-    # -- hooks ---------------------------------------------------------------------------------
+    def _escalate_on_signal(self) -> None:
+        """During a graceful shutdown, INT or QUIT makes it fast; other signals are dropped."""
+        while self.signal_queue:
+            signum = self.signal_queue.pop(0)
+            if signum in (signal.SIGINT, signal.SIGQUIT) and self.stopping == "graceful":
+                error_log.info("%s received during graceful shutdown: stopping fast", signal.Signals(signum).name)
+                self.stopping = "fast"
+                for record in self.workers.values():
+                    self._kill(record.pid, signal.SIGQUIT)
 
-    def _call_hook(self, name: str, *args: Any) -> None:
-        hook = self.config.hook(name)
-        if hook is None:
-            return
+
+def describe_status(status: int) -> str:
+    """'SIGSEGV' or 'exit code 7': how a wait status is named in logs."""
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
         try:
-            hook(*args)
-        except Exception:  # noqa: BLE001 -- a user hook must never take the master down
-            error_log.exception("hook %s raised; carrying on", name)
-
+            return signal.Signals(signum).name
+        except ValueError:
+            return f"signal {signum}"
+    return f"exit code {os.WEXITSTATUS(status)}"

@@ -132,24 +132,30 @@ def _settings() -> list[Setting]:
           "Worker type. Only 'sync' exists: one request at a time per process.",
           ("-k", "--worker-class"), "CLASS"),
         s("timeout", "Workers", 30.0, v.number(0),
-          "Seconds a worker may spend in the app on one request before the master dumps its stack "
-          "and kills it. 0 disables.", ("-t", "--timeout"), "SECONDS"),
+          "Seconds a worker may spend in the app on one request before the master dumps every "
+          "thread's stack to the error log and replaces it. A worker that shows no heartbeat for "
+          "longer than max(timeout, keepalive + header_timeout + 2) + 2 s while booting or idle "
+          "(deadlocked) is treated the same. 0 disables both.", ("-t", "--timeout"), "SECONDS"),
         s("graceful_timeout", "Workers", 30.0, v.number(0),
-          "Seconds workers get to finish in-flight requests on TERM or reload before SIGKILL.",
+          "Seconds workers get to finish in-flight requests (and, on TERM, the connections queued "
+          "in the listen backlog) on TERM, reload or recycling before SIGKILL.",
           ("--graceful-timeout",), "SECONDS"),
         s("keepalive", "Workers", 2.0, v.number(0),
           "Seconds an idle keep-alive connection is held while no other connection waits. 0 closes "
           "after every response.", ("--keep-alive",), "SECONDS"),
         s("max_requests", "Workers", 0, v.integer(0),
-          "Restart a worker after this many requests. 0 disables.", ("--max-requests",), "INT"),
+          "Replace a worker after this many requests: it asks for a replacement and is stopped "
+          "once that one is ready, so capacity never dips. 0 disables.", ("--max-requests",), "INT"),
         s("max_requests_jitter", "Workers", 0, v.integer(0),
           "Add a random 0..N to each worker's max_requests so they do not restart together.",
           ("--max-requests-jitter",), "INT"),
         s("max_worker_memory", "Workers", 0, v.integer(0),
-          "Restart a worker whose resident memory exceeds this many MB after a request. 0 disables.",
+          "Replace a worker whose resident memory exceeds this many MB after a request: it finishes "
+          "that response, logs its RSS and exits. 0 disables.",
           ("--max-worker-memory",), "MB"),
         s("max_worker_lifetime", "Workers", 0.0, v.number(0),
-          "Restart a worker after it has lived this many seconds (plus jitter). 0 disables.",
+          "Replace a worker after it has lived this many seconds (plus jitter), its replacement "
+          "started first. 0 disables.",
           ("--max-worker-lifetime",), "SECONDS"),
         s("max_worker_lifetime_jitter", "Workers", 0.0, v.number(0),
           "Add a random 0..N seconds to each worker's max_worker_lifetime.",

@@ -16,6 +16,7 @@ Slot layout (little-endian, offsets in bytes)::
     32  request_line   96 bytes  "METHOD /path" of the current request, NUL padded
     128 booted_at      float64   when the worker process started
     136 ...            reserved for counters (metrics)
+    504 drain          uint8     set by the master before a shutdown TERM: serve the backlog first
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ _LINE = struct.Struct(f"<{REQUEST_LINE_SIZE}s")
 _BOOTED = struct.Struct("<d")
 LINE_OFFSET = 32
 BOOTED_OFFSET = 128
+DRAIN_OFFSET = 504
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,14 @@ class Scoreboard:
         offset = index * SLOT_SIZE
         self.memory[offset:offset + SLOT_SIZE] = bytes(SLOT_SIZE)
 
+    def ask_to_drain(self, index: int) -> None:
+        """Tell a worker that its coming TERM is the server's shutdown: serve the queue first.
+
+        Other stops (reload, recycling, TTOU) must not drain: under load the queue may never be
+        empty, and the other workers are still serving it.
+        """
+        _STATE.pack_into(self.memory, index * SLOT_SIZE + DRAIN_OFFSET, 1)
+
     def read(self, index: int) -> SlotView:
         """A snapshot of one slot."""
         offset = index * SLOT_SIZE
@@ -143,3 +153,7 @@ class SlotWriter:
 
     def stopping(self) -> None:
         _STATE.pack_into(self.memory, self.offset + 4, State.STOPPING)
+
+    def drain_requested(self) -> bool:
+        """Did the master ask this worker to serve the listen backlog before exiting?"""
+        return bool(_STATE.unpack_from(self.memory, self.offset + DRAIN_OFFSET)[0])

@@ -194,28 +194,64 @@ def create_listeners(
     header_timeout: float = 10.0,
     io_timeout: float = 30.0,
     inherited: list[int] | None = None,
+    handed_over: list[int] | None = None,
 ) -> list[Listener]:
-    """Bind every spec (or adopt ``inherited`` fds instead); close what was bound if one fails."""
+    """Bind every spec; close what was bound if one fails.
+
+    ``inherited`` (systemd) fds replace the bind list. ``handed_over`` fds come from the master
+    this one replaces (USR2): a spec whose address one of them already listens on adopts it
+    instead of binding, new specs are bound, and handed-over sockets no spec names are kept too
+    (they may be systemd's). Adopted unix sockets start with ``owns_path=False``: the old master
+    still uses the file; the arbiter takes ownership once the old master is gone.
+    """
     listeners: list[Listener] = []
+    handed: list[Listener] = []
     try:
         if inherited:
             listeners = [adopt_fd(fd, f"fd://{fd}") for fd in inherited]
         else:
+            handed = [adopt_fd(fd, f"fd://{fd}") for fd in handed_over or ()]
             for spec in binds:
                 kind, target, port = parse_bind(spec)
-                if kind == "unix":
+                match = _handed_over_match(handed, kind, target, port)
+                if match is not None:
+                    handed.remove(match)
+                    match.spec = spec
+                    listeners.append(match)
+                elif kind == "unix":
                     listeners.append(_bind_unix(spec, str(target), backlog, umask))
                 elif kind == "fd":
                     listeners.append(adopt_fd(int(target), spec, backlog))
                 else:
                     listeners.append(_bind_tcp(spec, str(target), port, backlog, reuse_port))
+            listeners.extend(handed)
+            handed = []
         for listener in listeners:
             _tune_listener(listener.sock, header_timeout, io_timeout)
     except BaseException:
-        for listener in listeners:
+        for listener in listeners + handed:
             listener.close()
         raise
     return listeners
+
+
+def _handed_over_match(handed: list[Listener], kind: str, target: str | int, port: int) -> Listener | None:
+    """The handed-over socket already listening where a bind spec asks, if any."""
+    for listener in handed:
+        if kind == "fd" and listener.fileno() == target:
+            return listener
+        if (kind == "unix" and listener.is_unix and listener.unix_path is not None
+                and os.path.abspath(listener.unix_path) == os.path.abspath(str(target))):
+            return listener
+        if kind == "tcp" and port and not listener.is_unix:
+            try:
+                infos = socket.getaddrinfo(str(target), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            except socket.gaierror:
+                return None
+            wanted = infos[0][4][:2]
+            if tuple(listener.sock.getsockname()[:2]) == tuple(wanted):
+                return listener
+    return None
 
 
 def describe(listener: Listener) -> str:

@@ -3,13 +3,22 @@
 A worker runs in a forked child of the master. It loads the app (unless the master preloaded
 it), then loops: wait on the listening sockets (epoll with EPOLLEXCLUSIVE, so one new connection
 wakes one worker, not all), accept, serve the connection to its end, and write its state to its
-scoreboard slot. Signals: TERM finishes the current request and exits; INT and QUIT abandon it
-and exit at once; USR1 reopens the log files.
+scoreboard slot.
+
+Signals: TERM finishes the current request and exits (serving the listen backlog first when the
+master marked the stop as the server's shutdown); INT and QUIT abandon the request and exit at
+once; USR1 reopens the log files; :data:`~forkserve.stackdump.TIMEOUT_SIGNAL` (from the master's
+timeout) dumps every thread's stack to the error log, runs ``worker_abort`` and ends the request
+with a 500.
+
+Recycling: past its request budget (``max_requests`` + its own jitter) a worker asks the master
+for a replacement over the control channel and keeps serving until the master, once the
+replacement is ready, sends TERM; so capacity never dips. Over ``max_worker_memory`` it finishes
+the response in hand and exits at once (and says so, so the master forks the replacement now).
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -20,16 +29,20 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
-from forkserve import logs
+from forkserve import logs, stackdump
 from forkserve.config import Config
+from forkserve.hooks import HookRequest, call_hook
 from forkserve.http.connection import Connection, ServeContext
 from forkserve.http.head import HeadLimits
+from forkserve.http.response import Response
 from forkserve.loader import AppLoadError, load_app
 from forkserve.logs import error_log
 from forkserve.proctitle import set_title
 from forkserve.proxy import ProxyTrust
+from forkserve.recycling import MB, NO_LIMIT, RssProbe, request_limit
 from forkserve.scoreboard import Scoreboard
 from forkserve.sockets import Listener
 from forkserve.wsgi import EnvironBuilder, ErrorStream
@@ -39,10 +52,18 @@ EXIT_ERROR = 1
 EXIT_BOOT_FAILED = 3
 
 IDLE_TICK = 1.0
+DRAIN_MARGIN = 1.0  # stop draining this long before the master's graceful_timeout SIGKILL
+IGNORED_SIGNALS = ("SIGHUP", "SIGUSR2", "SIGWINCH", "SIGTTIN", "SIGTTOU")
 
 
 class WorkerAbort(BaseException):
     """Raised from the INT/QUIT handler to abandon whatever the worker is doing, even in the app."""
+
+
+class WorkerTimeout(Exception):
+    """Raised in the app when the master times the request out. An Exception on purpose: the
+    connection layer turns it into a 500 for the client (unless the app swallows it, in which
+    case the master's SIGKILL follows)."""
 
 
 class Worker:
@@ -58,7 +79,7 @@ class Worker:
         app: Callable[..., Any] | None,
         server: Any = None,
     ) -> None:
-        self.config = config
+        self.config = self.cfg = config  # ``cfg``: the name gunicorn's hooks use
         self.listeners = listeners
         self.slot = scoreboard.writer(slot_index)
         self.slot_index = slot_index
@@ -68,9 +89,18 @@ class Worker:
         self.pid = 0
         self.ppid = 0
         self.stopping = False
+        self.stop_requested_at = 0.0
         self.reopen_requested = False
-        self.max_requests = config.max_requests
+        self.request_limit = NO_LIMIT
+        self.memory_limit = config.max_worker_memory * MB
+        self.rss: RssProbe | None = None
+        self.current_request: HookRequest | None = None
         self.booted_at = time.time()
+
+    @property
+    def alive(self) -> bool:
+        """gunicorn's ``worker.alive``: False once the worker is on its way out."""
+        return not self.stopping
 
     # -- life --------------------------------------------------------------------------------
 
@@ -81,15 +111,19 @@ class Worker:
             code = self._run()
         except WorkerAbort:
             code = EXIT_OK
+        except WorkerTimeout:
+            error_log.warning("worker %d: timed out outside a request; exiting", os.getpid())
         except SystemExit as error:
             code = error.code if isinstance(error.code, int) else EXIT_ERROR
         except BaseException:  # noqa: BLE001 -- last stop before os._exit: log whatever it was
             error_log.exception("worker %d crashed", os.getpid())
         finally:
-            self._call_hook("worker_exit", self.server, self)
+            with suppress(WorkerAbort, WorkerTimeout):
+                call_hook(self.config, "worker_exit", self.server, self)
             for handler in error_log.handlers + logs.access_log.handlers:
-                with contextlib.suppress(OSError, ValueError):
+                with suppress(OSError, ValueError):
                     handler.flush()
+            flush_stdio()
             os._exit(code)
 
     def _run(self) -> int:
@@ -97,7 +131,7 @@ class Worker:
         self.ppid = os.getppid()
         self._install_signals()
         set_title(f"worker [{self.config.app_name}]")
-        self._call_hook("post_fork", self.server, self)
+        call_hook(self.config, "post_fork", self.server, self)
         if self.app is None:
             try:
                 self.app = load_app(self.config.wsgi_app)
@@ -107,20 +141,37 @@ class Worker:
             except BaseException:  # noqa: BLE001 -- e.g. SystemExit from the app's import
                 self._report_boot_failure(traceback.format_exc())
                 return EXIT_BOOT_FAILED
-        self._call_hook("post_worker_init", self)
+        call_hook(self.config, "post_worker_init", self)
+        self.request_limit = request_limit(self.config.max_requests, self.config.max_requests_jitter)
+        if self.memory_limit:
+            self.rss = RssProbe()
         context = self._serve_context()
         self.slot.ready(time.time())
+        self._tell_master({"event": "ready"})
         error_log.debug("worker %d ready", self.pid)
         self._loop(context)
+        if self.slot.drain_requested():
+            self._drain(context)
+        for listener in self.listeners:
+            listener.close(remove_path=False)  # the socket file is the master's to remove
+        self.slot.stopping()
         return EXIT_OK
 
     def _report_boot_failure(self, message: str) -> None:
         """Tell the master why we cannot serve; it logs this once and stops instead of respawning."""
-        payload = json.dumps({"pid": os.getpid(), "event": "boot_failed", "message": message})
-        try:
-            self.control.send(payload.encode()[:200_000])
-        except OSError:
+        if not self._tell_master({"event": "boot_failed", "message": message[:200_000]}):
             error_log.error("worker failed to load the app: %s", message)
+
+    def _tell_master(self, message: dict[str, Any]) -> bool:
+        """One datagram on the control channel; never blocks. False if it could not be sent."""
+        message["pid"] = self.pid or os.getpid()
+        try:
+            self.control.send(json.dumps(message).encode(), socket.MSG_DONTWAIT)
+        except OSError:
+            return False
+        return True
+
+    # -- signals -----------------------------------------------------------------------------
 
     def _install_signals(self) -> None:
         self.wakeup_read, self.wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -129,20 +180,30 @@ class Worker:
         signal.signal(signal.SIGINT, self._on_quit)
         signal.signal(signal.SIGQUIT, self._on_quit)
         signal.signal(signal.SIGUSR1, self._on_usr1)
-        for name in ("SIGHUP", "SIGUSR2", "SIGWINCH", "SIGTTIN", "SIGTTOU"):
+        signal.signal(stackdump.TIMEOUT_SIGNAL, self._on_timeout)
+        for name in IGNORED_SIGNALS:
             signal.signal(getattr(signal, name), signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        stackdump.install()  # after the Python handler: the stack dump chains to it
 
     def _on_term(self, signum: int, frame: Any) -> None:
+        if not self.stopping:
+            self.stop_requested_at = time.monotonic()
         self.stopping = True
 
     def _on_quit(self, signum: int, frame: Any) -> None:
         self.stopping = True
-        self._call_hook("worker_int", self)
+        call_hook(self.config, "worker_int", self)
         raise WorkerAbort()
 
     def _on_usr1(self, signum: int, frame: Any) -> None:
         self.reopen_requested = True
+
+    def _on_timeout(self, signum: int, frame: Any) -> None:
+        """The master timed the request out; faulthandler has already dumped every stack."""
+        self.stopping = True
+        call_hook(self.config, "worker_abort", self)
+        raise WorkerTimeout("request timed out; aborted by the master")
 
     # -- serving -----------------------------------------------------------------------------
 
@@ -154,6 +215,7 @@ class Worker:
             listener.fileno(): EnvironBuilder(listener, proxy, config.header_map, errors)
             for listener in self.listeners
         }
+        wants_after = config.hook("post_request") is not None or self.memory_limit > 0
         return ServeContext(
             app=self.app,  # type: ignore[arg-type]
             limits=HeadLimits.from_config(config),
@@ -167,11 +229,56 @@ class Worker:
             wakeup_fd=self.wakeup_read,
             should_stop=self.should_stop,
             use_sendfile=config.sendfile,
+            # Installed only when configured: unconfigured requests pay nothing for them.
+            before_request=self._before_request if config.hook("pre_request") else None,
+            after_request=self._after_request if wants_after else None,
         )
 
     def should_stop(self) -> bool:
-        """True when the connection in hand must be the last (stop asked, or recycling due)."""
-        return self.stopping or (0 < self.max_requests <= self.slot.requests + 1)
+        """True when the connection in hand must be the last (stop asked). Checked per request,
+        so it also notices the request budget running out on a long keep-alive connection."""
+        if self.slot.requests >= self.request_limit:
+            self._request_budget_spent()
+        return self.stopping
+
+    def _request_budget_spent(self) -> None:
+        limit, self.request_limit = self.request_limit, NO_LIMIT
+        served = self.slot.requests
+        error_log.info(
+            "worker %d reached max_requests (%d served, its limit %d); asking for a replacement",
+            self.pid, served, limit,
+        )
+        if not self._tell_master({"event": "retire", "reason": f"max_requests ({served} served)"}):
+            self.stopping = True  # no master to hand over to: just go
+
+    def _before_request(self, environ: dict[str, Any]) -> None:
+        self.current_request = HookRequest(environ)
+        call_hook(self.config, "pre_request", self, self.current_request)
+
+    def _after_request(self, environ: dict[str, Any], response: Response, started: float) -> None:
+        if self.config.hook("post_request") is not None:
+            request = self.current_request
+            if request is None or request.environ is not environ:
+                request = HookRequest(environ)
+            call_hook(self.config, "post_request", self, request, environ, response)
+        self.current_request = None
+        if self.rss is not None:
+            rss = self.rss.rss_bytes()
+            if rss > self.memory_limit:
+                self._memory_exceeded(rss)
+
+    def _memory_exceeded(self, rss: int) -> None:
+        """Finish the response in hand (already sent) and exit; the master starts a replacement."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.rss = None
+        error_log.warning(
+            "worker %d: resident memory %.1f MB is over max_worker_memory %d MB after %d requests; "
+            "exiting", self.pid, rss / MB, self.config.max_worker_memory, self.slot.requests,
+        )
+        self._tell_master({"event": "retire", "reason": f"max_worker_memory ({rss / MB:.1f} MB)",
+                           "exiting": True})
 
     def _loop(self, context: ServeContext) -> None:
         poller = select.epoll()
@@ -188,35 +295,60 @@ class Worker:
                 elif not self.stopping:
                     self._accept_all(sockets[fd], fd, context)
             if self.reopen_requested:
-                self.reopen_requested = False
-                logs.reopen()
+                self._reopen_logs()
             if os.getppid() != self.ppid:
                 error_log.warning("worker %d: master went away; exiting", self.pid)
                 break
-            if self.max_requests and self.slot.requests >= self.max_requests:
-                error_log.info("worker %d: served %d requests; recycling", self.pid, self.slot.requests)
-                break
-        self.slot.stopping()
         poller.close()
 
     def _accept_all(self, listener: socket.socket, fd: int, context: ServeContext) -> None:
         """Serve every connection waiting on this listener (accept until EAGAIN)."""
         while not self.stopping:
-            try:
-                sock, peer = listener.accept()
-            except BlockingIOError:
+            accepted = self._accept(listener)
+            if accepted is None:
                 return
+            Connection(context, accepted[0], accepted[1], fd).serve()
+            if self.slot.requests >= self.request_limit:
+                self._request_budget_spent()
+
+    def _accept(self, listener: socket.socket) -> tuple[socket.socket, Any] | None:
+        """One accepted connection, or None when none is waiting (or accept must back off)."""
+        while True:
+            try:
+                return listener.accept()
+            except BlockingIOError:
+                return None
             except OSError as error:
                 if error.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
                     continue
                 if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     error_log.error("accept failed: %s", error.strerror)
                     time.sleep(0.1)
-                    return
+                    return None
                 raise
-            Connection(context, sock, peer, fd).serve()
-            if 0 < self.max_requests <= self.slot.requests:
-                return
+
+    def _drain(self, context: ServeContext) -> None:
+        """The server is shutting down: serve what is queued in the listen backlog, one response
+        per connection, until accept() finds nothing (or the graceful deadline nears)."""
+        deadline = self.stop_requested_at + max(0.0, self.config.graceful_timeout - DRAIN_MARGIN)
+        served = 0
+        progress = True
+        while progress and time.monotonic() < deadline:
+            progress = False
+            for listener in self.listeners:
+                accepted = self._accept(listener.sock)
+                if accepted is not None:
+                    progress = True
+                    served += 1
+                    Connection(context, accepted[0], accepted[1], listener.fileno()).serve()
+        if served:
+            error_log.info("worker %d served %d queued connection(s) before exiting", self.pid, served)
+
+    def _reopen_logs(self) -> None:
+        self.reopen_requested = False
+        logs.reopen()
+        stackdump.install()
+        error_log.info("worker %d reopened its log files", self.pid)
 
     def _drain_wakeup(self) -> None:
         try:
@@ -225,14 +357,9 @@ class Worker:
         except BlockingIOError:
             pass
 
-    # -- hooks -------------------------------------------------------------------------------
 
-    def _call_hook(self, name: str, *args: Any) -> None:
-        hook = self.config.hook(name)
-        if hook is None:
-            return
-        try:
-            hook(*args)
-        except Exception:  # noqa: BLE001 -- a user hook must never kill the worker
-            error_log.exception("hook %s raised", name)
-        sys.stdout.flush()
+def flush_stdio() -> None:
+    """Flush Python's stdio buffers (before os._exit drops them)."""
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):
+            stream.flush()

@@ -1,0 +1,45 @@
+"""Recycling limits: requests (with jitter), resident memory, lifetime (with jitter).
+
+Each worker draws its own random jitter, so workers started together do not all retire together.
+Memory is read from ``/proc/self/statm`` with one ``pread`` on a descriptor opened once per worker,
+cheap enough to run after every request (and only configured workers pay it).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+
+NO_LIMIT = sys.maxsize
+MB = 1024 * 1024
+
+
+def request_limit(max_requests: int, jitter: int, rng: random.Random | None = None) -> int:
+    """This worker's request budget: max_requests plus a random 0..jitter; NO_LIMIT when off."""
+    if max_requests <= 0:
+        return NO_LIMIT
+    return max_requests + (rng or random.SystemRandom()).randint(0, max(0, jitter))
+
+
+def lifetime_limit(lifetime: float, jitter: float, rng: random.Random | None = None) -> float:
+    """This worker's lifetime in seconds: lifetime plus a random 0..jitter; inf when off."""
+    if lifetime <= 0:
+        return float("inf")
+    return lifetime + (rng or random.SystemRandom()).uniform(0, max(0.0, jitter))
+
+
+class RssProbe:
+    """This process's resident set size, read cheaply. Open it in the process it measures."""
+
+    def __init__(self, path: str = "/proc/self/statm") -> None:
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.page_size = os.sysconf("SC_PAGE_SIZE")
+
+    def rss_bytes(self) -> int:
+        """Resident bytes now: statm's second field (pages) times the page size."""
+        fields = os.pread(self.fd, 128, 0).split(None, 2)
+        return int(fields[1]) * self.page_size
+
+    def close(self) -> None:
+        os.close(self.fd)

@@ -1,0 +1,89 @@
+"""Recycling and crashes: max_requests (with jitter) and max_worker_lifetime replace workers
+without a failed request; max_worker_memory retires a grown worker after its response; crashed
+workers are replaced with the cause logged, and respawns back off when workers die at once."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+
+import pytest
+import requests
+from conftest import wait_for
+from loadclient import LoadLoop
+
+APP = "supervision_app:application"
+
+
+def recycle_under_load(start_server, *options: str) -> str:
+    """Serve 2 workers under load until both first workers were recycled; check that no request
+    failed and that capacity never dipped; return the log."""
+    server = start_server("-w", "2", *options, APP)
+    first = server.wait_workers(2)
+    with LoadLoop(server.connect) as load:
+        wait_for(lambda: not set(first) & set(server.workers()) or load.failures, 30,
+                 message="both first workers to be recycled")
+        load.wait_ok(20)
+    assert load.failures == []
+    lines = server.log().splitlines()
+    for pid in first:  # a replacement boots after the worker asks to go and before it is stopped
+        asked = next(i for i, line in enumerate(lines) if f"worker {pid} is being recycled" in line)
+        stopped = next(i for i, line in enumerate(lines) if f"stopping recycled worker {pid}" in line)
+        assert any("booting worker" in line for line in lines[asked:stopped]), lines[asked:stopped + 1]
+        assert any(f"worker {pid} exited" in line for line in lines[stopped:])
+    return server.log()
+
+
+def test_max_requests_with_jitter_recycles_without_failures(start_server):
+    log = recycle_under_load(start_server, "--max-requests", "15", "--max-requests-jitter", "10")
+    limits = [int(limit) for limit in re.findall(r"reached max_requests \(\d+ served, its limit (\d+)\)", log)]
+    assert len(limits) >= 2 and all(15 <= limit <= 25 for limit in limits), log
+
+
+def test_max_worker_lifetime_recycles_without_failures(start_server):
+    log = recycle_under_load(start_server, "--max-worker-lifetime", "1", "--max-worker-lifetime-jitter", "0.5")
+    assert len(re.findall(r"is being recycled \(max_worker_lifetime, \d+s old\)", log)) >= 2
+
+
+def test_max_worker_memory_finishes_the_response_then_replaces_the_worker(start_server):
+    server = start_server("-w", "1", "--max-worker-memory", "80", APP)
+    grown = server.wait_workers(1)[0]
+    assert requests.get(server.url + "/grow?mb=10", timeout=10).text == "grew\n"
+    assert server.workers() == [grown]  # still under the limit
+    reply = requests.get(server.url + "/grow?mb=100", timeout=10)
+    assert reply.status_code == 200 and reply.text == "grew\n"
+    wait_for(lambda: grown not in server.workers() and len(server.workers()) == 1, 10, message="replacement")
+    match = re.search(rf"worker {grown}: resident memory (\d+\.\d) MB is over max_worker_memory 80 MB", server.log())
+    assert match and float(match.group(1)) > 100, server.log()
+    assert requests.get(server.url + "/hello", timeout=10).text == "hello\n"
+
+
+def test_crashed_workers_are_replaced_and_the_cause_logged(start_server):
+    server = start_server("-w", "1", APP)
+    for path, cause in (("/segfault", "was killed by SIGSEGV"), ("/exit?code=7", "exited with code 7")):
+        victim = server.wait_workers(1)[0]
+        with pytest.raises(requests.ConnectionError):
+            requests.get(server.url + path, timeout=10)
+        wait_for(lambda v=victim: v not in server.workers() and len(server.workers()) == 1, 10,
+                 message=f"a replacement after {path}")
+        assert f"worker {victim} {cause}" in server.log()
+        assert requests.get(server.url + "/hello", timeout=10).text == "hello\n"
+    assert "Fatal Python error: Segmentation fault" in server.log()  # with the crashing stack
+
+
+@pytest.mark.parametrize("failure", ["raise", "exit"])
+def test_workers_dying_at_start_back_off_and_recover(start_server, tmp_path, failure):
+    fail_file = tmp_path / "fail"
+    server = start_server("-w", "1", APP, env={"SUPERVISION_APP_FAIL_FILE": str(fail_file)})
+    worker = server.wait_workers(1)[0]
+    fail_file.write_text(failure)  # from now on, a new worker dies while importing the app
+    os.kill(worker, signal.SIGKILL)
+    wait_for(lambda: "(3 in a row); waiting 1.00s before the next" in server.log(), 20, message="backoff")
+    log = server.log()
+    assert "(1 in a row); waiting 0.25s" in log and "(2 in a row); waiting 0.50s" in log
+    if failure == "raise":
+        assert log.count("RuntimeError: supervision_app is broken on purpose") == 1, log  # logged once
+    assert server.process.poll() is None  # after the first start, failing workers never stop the master
+    fail_file.unlink()
+    server.wait_ready()

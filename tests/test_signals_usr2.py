@@ -1,0 +1,101 @@
+"""USR2: a new master inherits the listening sockets; the old one keeps serving until TERM.
+Under load, across the handover, no request fails; a new master that cannot start changes
+nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+from conftest import children_of, free_port, pid_alive, raw_exchange, status_of, wait_for
+from loadclient import LoadLoop
+
+from forkserve.sockets import create_listeners
+
+APP = "supervision_app:application"
+GET = b"GET /hello HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+
+
+def read_pid(path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def test_usr2_then_term_of_the_old_master_under_load(start_server, tmp_path):
+    pid_path = tmp_path / "forkserve.pid"
+    unix_path = str(tmp_path / "forkserve.sock")
+    server = start_server("-w", "2", "-p", str(pid_path), "-b", f"unix:{unix_path}", APP, address=unix_path)
+    old_workers = server.wait_workers(2)
+
+    def connect_unix(timeout: float) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(unix_path)
+        return sock
+
+    with LoadLoop(connect_unix) as load:
+        load.wait_ok(20)
+        server.signal(signal.SIGUSR2)
+        new_master = wait_for(lambda: read_pid(tmp_path / "forkserve.pid.2"), 20, message="forkserve.pid.2")
+        assert new_master in children_of(server.pid)
+        wait_for(lambda: len([p for p in children_of(new_master) if pid_alive(p)]) == 2, 20,
+                 message="the new master's workers")
+        load.wait_ok(20)
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit(20) == 0
+        assert not any(pid_alive(pid) for pid in old_workers)
+        wait_for(lambda: read_pid(pid_path) == new_master and not (tmp_path / "forkserve.pid.2").exists(),
+                 10, message="the new master to take over the pidfile")
+        load.wait_ok(30)
+    assert load.failures == []
+    log = server.log()
+    assert f"upgrade: took over the listening sockets of master {server.pid}" in log
+    assert os.path.exists(unix_path)  # the new master still uses it
+
+    os.kill(new_master, signal.SIGTERM)
+    wait_for(lambda: not pid_alive(new_master), 20, message="the new master to exit")
+    assert not os.path.exists(unix_path) and not pid_path.exists()
+
+
+def test_new_master_that_cannot_start_leaves_the_old_one_serving(start_server, tmp_path):
+    config = tmp_path / "forkserve.conf.py"
+    marker = tmp_path / "pre_exec"
+    config.write_text(f"def pre_exec(server):\n    open({str(marker)!r}, 'w').write(str(server.pid))\n")
+    server = start_server("-c", str(config), "-w", "1", APP)
+    workers = server.wait_workers(1)
+    config.write_text("workers = 'many'\n")  # the new master will refuse this configuration
+    server.signal(signal.SIGUSR2)
+    wait_for(lambda: "(USR2 upgrade) ended: exit code 2; this master keeps serving" in server.log(), 20,
+             message="the new master's failure")
+    assert marker.read_text() == str(server.pid)
+    assert server.workers() == workers
+    assert status_of(raw_exchange(server, GET)) == 200
+
+
+def test_handed_over_sockets_are_adopted_by_address_and_new_binds_are_bound(tmp_path):
+    old = create_listeners(["127.0.0.1:0", f"unix:{tmp_path / 'a.sock'}"], 16)
+    port = old[0].server_port
+    try:
+        fresh = free_port()
+        new = create_listeners(
+            [f"unix:{tmp_path / 'a.sock'}", f"127.0.0.1:{fresh}"], 16,
+            handed_over=[listener.fileno() for listener in old],
+        )
+        try:
+            by_spec = {listener.spec: listener for listener in new}
+            assert by_spec[f"unix:{tmp_path / 'a.sock'}"].fileno() == old[1].fileno()  # adopted
+            assert not by_spec[f"unix:{tmp_path / 'a.sock'}"].owns_path  # the old master's file
+            assert by_spec[f"127.0.0.1:{fresh}"].server_port == str(fresh)  # bound anew
+            kept = [listener for listener in new if listener.fileno() == old[0].fileno()]
+            assert kept and kept[0].server_port == port  # no longer configured, still kept
+        finally:
+            for listener in new:
+                if listener.fileno() not in {item.fileno() for item in old}:
+                    listener.close()
+    finally:
+        for listener in old:
+            listener.close()
