@@ -17,14 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from forkserve import __version__, logs
+from forkserve import __version__, logs, systemd
 from forkserve.cli import EXIT_BOOT_FAILED, EXIT_OK
 from forkserve.config import Config
+from forkserve.lifecycle import MasterLifecycle
 from forkserve.loader import AppLoadError, load_app, prepare_import_path
 from forkserve.logs import error_log
 from forkserve.proctitle import set_title
 from forkserve.scoreboard import Scoreboard, State
-from forkserve.sockets import BindError, Listener, create_listeners, describe, systemd_fds
+from forkserve.sockets import BindError, Listener, create_listeners, describe
 from forkserve.worker import EXIT_BOOT_FAILED as WORKER_BOOT_FAILED
 from forkserve.worker import Worker
 
@@ -64,6 +65,7 @@ class Arbiter:
         self.scoreboard: Scoreboard | None = None
         self.booted_one = False
         self.boot_failure: str | None = None
+        self.lifecycle = MasterLifecycle(config)  # process model: pidfile, daemon, systemd, title
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -83,17 +85,22 @@ class Arbiter:
                 reuse_port=self.config.reuse_port,
                 header_timeout=self.config.header_timeout,
                 io_timeout=self.config.body_timeout,
-                inherited=systemd_fds(os.environ),
+                inherited=systemd.take_listen_fds(os.environ),
             )
         except BindError as error:
             error_log.error("%s", error)
             return EXIT_BIND_FAILED
+        code = EXIT_BOOT_FAILED
         try:
-            return self._serve()
+            started = self.lifecycle.started(self.listeners)  # daemon detach, pidfile, file owners
+            self.pid = os.getpid()  # a daemon is a new process
+            code = self._serve() if started is None else started
+            return code
         finally:
             for listener in self.listeners:
                 listener.close()
             self._call_hook("on_exit", self)
+            self.lifecycle.finished(code)  # pidfile removed, a waiting daemon launcher told
 
     def _serve(self) -> int:
         if self.config.preload_app:
@@ -139,6 +146,7 @@ class Arbiter:
             if self.stopping is not None:
                 break
             self._spawn_missing()
+            self.lifecycle.tick(self)  # readiness (sd_notify, daemon launcher), master title
             self._wait(LOOP_TICK)
 
     def _wait(self, timeout: float) -> None:
@@ -178,8 +186,15 @@ class Arbiter:
     def _on_sigchld(self) -> None:
         pass  # reaping happens on every loop turn
 
+    def _on_sighup(self) -> None:
+        # Stub until HUP reloading lands (other part of issue 4): systemd hears RELOADING=1, and
+        # READY=1 again once every live worker is up (MasterLifecycle.tick).
+        error_log.info("HUP received")
+        self.lifecycle.reloading()
+
     def _on_sigusr1(self) -> None:
         logs.reopen()
+        self.lifecycle.logs_reopened()  # hand new log files to the workers' user before they reopen
         self._signal_workers(signal.SIGUSR1)
 
     def _on_sigttin(self) -> None:
@@ -308,6 +323,7 @@ class Arbiter:
 
     def _shutdown(self) -> None:
         """Stop every worker: TERM and wait graceful_timeout, or QUIT and a short grace; then KILL."""
+        self.lifecycle.stopping()  # sd_notify STOPPING=1
         graceful = self.stopping == "graceful"
         signum = signal.SIGTERM if graceful else signal.SIGQUIT
         grace = self.config.graceful_timeout if graceful else FAST_SHUTDOWN_GRACE

@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from forkserve import logs
+from forkserve import logs, privileges, reloader, worker_monitor
 from forkserve.config import Config
 from forkserve.http.connection import Connection, ServeContext
 from forkserve.http.head import HeadLimits
@@ -98,18 +98,27 @@ class Worker:
         self._install_signals()
         set_title(f"worker [{self.config.app_name}]")
         self._call_hook("post_fork", self.server, self)
+        try:  # process model: give up root before the app's code runs
+            privileges.drop(privileges.resolve(self.config))
+        except privileges.PrivilegeError as error:
+            self._report_boot_failure(str(error))
+            return EXIT_BOOT_FAILED
         if self.app is None:
             try:
                 self.app = load_app(self.config.wsgi_app)
             except AppLoadError as error:
-                self._report_boot_failure(str(error))
-                return EXIT_BOOT_FAILED
+                # --reload: show the error and wait for a fix instead of stopping the server
+                self.app = reloader.app_for_load_error(error) if self.config.reload else None
+                if self.app is None:
+                    self._report_boot_failure(str(error))
+                    return EXIT_BOOT_FAILED
             except BaseException:  # noqa: BLE001 -- e.g. SystemExit from the app's import
                 self._report_boot_failure(traceback.format_exc())
                 return EXIT_BOOT_FAILED
         self._call_hook("post_worker_init", self)
         context = self._serve_context()
         self.slot.ready(time.time())
+        worker_monitor.start(self)  # title from the scoreboard, --reload watch, ready ping
         error_log.debug("worker %d ready", self.pid)
         self._loop(context)
         return EXIT_OK
