@@ -60,7 +60,10 @@ def start(worker: Any) -> WorkerMonitor:
     except OSError:
         pass  # the master reads the scoreboard anyway; the message only wakes it sooner
     config = worker.config
-    reloader = Reloader(config.reload_extra_files) if config.reload else None
+    reloader = None
+    if config.reload:
+        reloader = Reloader(config.reload_extra_files)
+        reloader.changed()  # the baseline mtimes now, not whenever the thread first runs
     monitor = WorkerMonitor(config.app_name, worker.server.scoreboard, worker.slot_index, reloader)
     monitor.start()
     return monitor
