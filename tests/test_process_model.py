@@ -163,8 +163,8 @@ def test_workers_run_as_user_and_group_and_can_reopen_their_logs(start_server):
             return marker in log.read_text()
 
         wait_for(marker_reaches_new_log, 10, interval=0.2, message="a worker to write to the new log")
-        assert log.stat().st_uid == NOBODY
         assert sorted(server.workers()) == sorted(workers), "a worker crashed while reopening its log"
+        assert log.stat().st_uid == NOBODY
     finally:
         shutil.rmtree(log_dir, ignore_errors=True)
 
