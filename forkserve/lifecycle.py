@@ -44,6 +44,11 @@ def prepare(config: Config) -> None:
     this process, and so to the workers it forks. Logs warnings for settings that will not do
     what the user may expect.
     """
+    # Paths the user gave are relative to where forkserve was started, like the log files (opened
+    # already); the master may chdir (setting 'chdir') before it writes or watches them.
+    if config.pidfile:
+        config.values["pidfile"] = os.path.abspath(config.pidfile)
+    config.values["reload_extra_files"] = [os.path.abspath(path) for path in config.reload_extra_files]
     if config.pidfile:
         try:
             warning = pidfile.check(config.pidfile)
