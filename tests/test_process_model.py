@@ -143,9 +143,12 @@ def test_workers_run_as_user_and_group_and_can_reopen_their_logs(start_server):
         server = start_server("-w", "2", "-u", "nobody", "-g", "nogroup", "--error-logfile", str(log),
                               "proc_apps:inside")
         workers = server.wait_workers(2)
-        for pid in workers:
+
+        def dropped(pid: int) -> bool:  # a worker still booting may not have dropped yet
             ids = _status_ids(pid)
-            assert ids["Uid"] == [NOBODY] * 4 and ids["Gid"] == [NOBODY] * 4 and ids["Groups"] == [NOBODY]
+            return ids["Uid"] == [NOBODY] * 4 and ids["Gid"] == [NOBODY] * 4 and ids["Groups"] == [NOBODY]
+
+        wait_for(lambda: all(map(dropped, workers)), 10, message="both workers to run as nobody:nogroup")
         assert _status_ids(server.pid)["Uid"][0] == 0, "the master keeps its identity"
         seen = requests.get(server.url + "/", timeout=5).json()
         assert (seen["uid"], seen["gid"], seen["groups"]) == (NOBODY, NOBODY, [NOBODY])
