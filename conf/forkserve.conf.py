@@ -149,22 +149,23 @@ capture_output = False
 # Name in process titles. Default: the app spec. (command line: -n, --name)
 proc_name = None
 
-# Write the master's pid to this file (atomically); removed on exit. (command line: -p, --pid)
+# Write the master's pid to this file (atomically); removed on exit. A file naming a live forkserve
+# master stops the start; a stale one is replaced. (command line: -p, --pid)
 pidfile = None
 
-# Detach from the terminal and run in the background. [not implemented yet: issue 4 (supervision);
-# setting it only warns] (command line: -D, --daemon)
+# Detach from the terminal and run in the background, after binding. The command returns once the
+# workers serve (exit 0) or start-up failed (its exit code). (command line: -D, --daemon)
 daemon = False
 
-# Run workers as this user (name or uid). Sockets stay the master's. [not implemented yet: issue 4
-# (supervision); setting it only warns] (command line: -u, --user)
+# Run workers as this user (name or uid); its primary group unless 'group' is set. Sockets, pid file
+# and logs stay the master's (log files are handed over so USR1 works). (command line: -u, --user)
 user = None
 
-# Run workers as this group (name or gid). [not implemented yet: issue 4 (supervision); setting it
-# only warns] (command line: -g, --group)
+# Run workers as this group (name or gid). (command line: -g, --group)
 group = None
 
-# umask for the processes and for unix socket files. (command line: -m, --umask)
+# umask for unix socket files; when set, also for the master and workers (unset, they keep the
+# inherited umask, and a daemon gets 022). (command line: -m, --umask)
 umask = 0o0
 
 # Set environment variables: NAME=VALUE. Repeat for several. (command line: -e, --env)
@@ -194,12 +195,11 @@ stats_bind = None
 
 # ---- Development -------------------------------------------------------------------------------
 
-# Restart workers when a source file of the app changes (development only). [not implemented yet:
-# issue 4 (supervision); setting it only warns] (command line: --reload)
+# Restart a worker when a source file of the app it imported changes (polled once a second); an import
+# error is shown as a 500 page until fixed. Development only. (command line: --reload)
 reload = False
 
-# More files to watch with --reload. [not implemented yet: issue 4 (supervision); setting it only
-# warns] (command line: --reload-extra-file)
+# More files to watch with --reload. (command line: --reload-extra-file)
 reload_extra_files = []
 
 # ---- Hooks -------------------------------------------------------------------------------------

@@ -30,16 +30,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from forkserve import __version__, logs, pidfile, reexec, reload
+from forkserve import __version__, logs, pidfile, reexec, reload, systemd
 from forkserve.cli import EXIT_BOOT_FAILED, EXIT_OK, UsageError
 from forkserve.config import Config
 from forkserve.hooks import call_hook
+from forkserve.lifecycle import MasterLifecycle
 from forkserve.loader import AppLoadError, prepare_import_path
 from forkserve.logs import error_log
 from forkserve.proctitle import set_title
 from forkserve.recycling import lifetime_limit
 from forkserve.scoreboard import Scoreboard, State
-from forkserve.sockets import BindError, Listener, create_listeners, describe, systemd_fds
+from forkserve.sockets import BindError, Listener, create_listeners, describe
 from forkserve.stackdump import TIMEOUT_SIGNAL
 from forkserve.watchdog import Overdue, RespawnBackoff, overdue, same_episode, stall_limit
 from forkserve.worker import EXIT_BOOT_FAILED as WORKER_BOOT_FAILED
@@ -123,8 +124,8 @@ class Arbiter:
         self.stall = stall_limit(config)
         self.new_master_pid: int | None = None
         self.old_master_pid: int | None = None
-        self.pidfile_path: str | None = None
         self.sockets_replace_binds = False  # systemd's sockets: a USR2 successor takes them as is
+        self.lifecycle = MasterLifecycle(config)  # process model: pidfile, daemon, systemd, title
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -133,7 +134,7 @@ class Arbiter:
         call_hook(self.config, "on_starting", self)
         handover = reexec.handed_over(os.environ)
         self.old_master_pid = handover.old_master
-        activated = systemd_fds(os.environ)
+        activated = systemd.take_listen_fds(os.environ)
         self.sockets_replace_binds = bool(activated) or handover.replaces_binds
         try:
             prepare_import_path(self.config)
@@ -154,14 +155,19 @@ class Arbiter:
         except BindError as error:
             error_log.error("%s", error)
             return EXIT_BIND_FAILED
+        code = EXIT_BOOT_FAILED
         try:
-            return self._serve()
+            started = self.lifecycle.started(self.listeners)  # daemon detach, pidfile, file owners
+            self.pid = os.getpid()  # a daemon is a new process
+            code = self._serve() if started is None else started
+            return code
         finally:
             upgrading = self.new_master_pid is not None  # it uses our unix socket files now
             for listener in self.listeners:
                 listener.close(remove_path=not upgrading)
-            self._release_pidfile()
+            self._hand_pidfile_to_new_master()
             call_hook(self.config, "on_exit", self)
+            self.lifecycle.finished(code)  # pidfile removed if still ours, a waiting daemon launcher told
 
     def _serve(self) -> int:
         if self.config.preload_app:
@@ -172,7 +178,6 @@ class Arbiter:
                 return EXIT_BOOT_FAILED
         self.prepare()
         self.install_signal_handlers()
-        self._write_pidfile()
         set_title(f"master [{self.config.app_name}]")
         error_log.info("forkserve %s starting (master pid %d)", __version__, self.pid)
         if self.old_master_pid is not None:
@@ -207,41 +212,15 @@ class Arbiter:
 
     # -- the pidfile across a USR2 upgrade ------------------------------------------------------
 
-    def _main_pidfile(self) -> str | None:
-        """The configured pidfile, relative to where forkserve was started (not to ``chdir``)."""
-        return os.path.join(self.launch_cwd, self.config.pidfile) if self.config.pidfile else None
+    def _hand_pidfile_to_new_master(self) -> None:
+        """At exit after USR2: the pid file names the new master, so there is no moment without one.
 
-    def _write_pidfile(self) -> None:
-        """PIDFILE, or PIDFILE.2 while the master we are replacing still runs (USR2)."""
-        main = self._main_pidfile()
-        if main is None:
-            return
-        path = main + (".2" if self.old_master_pid is not None else "")
-        pidfile.write(path)
-        self.pidfile_path = path
-
-    def _promote_pidfile(self) -> None:
-        """The old master is gone: PIDFILE names us now, PIDFILE.2 goes."""
-        main = self._main_pidfile()
-        if main is None or self.pidfile_path == main:
-            return
-        previous = self.pidfile_path
-        pidfile.write(main)
-        self.pidfile_path = main
-        if previous:
-            pidfile.remove(previous)
-
-    def _release_pidfile(self) -> None:
-        """At exit: hand PIDFILE to a running new master (no moment without one), else remove
-        whichever of PIDFILE / PIDFILE.2 still names us."""
-        main = self._main_pidfile()
-        if main is None:
-            return
-        if self.new_master_pid is not None and self.pidfile_path == main:
-            pidfile.write(main, self.new_master_pid)
-            return
-        for path in {main, self.pidfile_path or main}:
-            pidfile.remove(path)
+        (MasterLifecycle writes the file — PIDFILE.2 while an old master still runs — and promotes
+        it once the old master is gone.)
+        """
+        path = self.lifecycle.pidfile_path
+        if self.new_master_pid is not None and path and pidfile.read(path) == os.getpid():
+            pidfile.write(path, self.new_master_pid)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -316,6 +295,7 @@ class Arbiter:
             self._advance_reload()
         self._stop_replaced_retirees()
         self.spawn_missing()
+        self.lifecycle.tick(self)  # readiness (sd_notify, daemon launcher), master title, pidfile
 
     # -- signals -------------------------------------------------------------------------------
 
@@ -337,6 +317,7 @@ class Arbiter:
     def _on_sigusr1(self) -> None:
         logs.reopen()
         error_log.info("USR1 received: reopened the log files")
+        self.lifecycle.logs_reopened()  # hand new log files to the workers' user before they reopen
         self._signal_workers(signal.SIGUSR1)
 
     def _on_sigttin(self) -> None:
@@ -660,6 +641,7 @@ class Arbiter:
             self.reload_again = True
             return
         error_log.info("HUP received: reloading the configuration and the app")
+        self.lifecycle.reloading()  # sd_notify RELOADING=1; READY=1 again once all workers are up
         old = self.config
         try:
             new = reload.read_config(old.argv, self.launch_cwd)
@@ -788,13 +770,13 @@ class Arbiter:
         for listener in self.listeners:
             if listener.is_unix and listener.unix_path and not self.sockets_replace_binds:
                 listener.owns_path = True  # (systemd's socket files stay systemd's)
-        self._promote_pidfile()
 
     # -- stop ----------------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
         """Stop every worker: TERM (serve the backlog, finish in-flight requests) within
         graceful_timeout, or QUIT and a short grace; then KILL what remains."""
+        self.lifecycle.stopping()  # sd_notify STOPPING=1
         graceful = self.stopping == "graceful"
         signum = signal.SIGTERM if graceful else signal.SIGQUIT
         grace = self.config.graceful_timeout if graceful else FAST_SHUTDOWN_GRACE

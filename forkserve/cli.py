@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not config.wsgi_app:
         return _fail("no application given; try: forkserve demo.wsgi:application", EXIT_USAGE)
 
-    from forkserve import logs
+    from forkserve import lifecycle, logs, privileges
     from forkserve.arbiter import Arbiter
     from forkserve.loader import AppLoadError, load_app, prepare_import_path
 
@@ -198,6 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         name, _, value = item.partition("=")
         os.environ[name] = value
 
+    try:  # process model (issue 4): an unknown user/group is a config error
+        privileges.resolve(config)
+    except privileges.PrivilegeError as error:
+        return _fail(str(error), EXIT_USAGE)
+
     if config.check_config:
         try:
             prepare_import_path(config)
@@ -207,4 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_CHECK_FAILED
         print(f"forkserve: configuration OK; app {config.wsgi_app} loaded")
         return EXIT_OK
+    try:  # process model (issue 4): pid file, umask, warnings that must reach the terminal
+        lifecycle.prepare(config)
+    except lifecycle.StartError as error:
+        return _fail(str(error), error.exit_code)
     return Arbiter(config).run()

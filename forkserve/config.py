@@ -224,18 +224,21 @@ def _settings() -> list[Setting]:
         s("proc_name", "Process", None, v.optional_string,
           "Name in process titles. Default: the app spec.", ("-n", "--name"), "NAME"),
         s("pidfile", "Process", None, v.optional_string,
-          "Write the master's pid to this file (atomically); removed on exit.", ("-p", "--pid"), "FILE"),
+          "Write the master's pid to this file (atomically); removed on exit. A file naming a live "
+          "forkserve master stops the start; a stale one is replaced.", ("-p", "--pid"), "FILE"),
         s("daemon", "Process", False, v.boolean,
-          "Detach from the terminal and run in the background.", ("-D", "--daemon"), kind="flag",
-          pending="issue 4 (supervision)"),
+          "Detach from the terminal and run in the background, after binding. The command returns "
+          "once the workers serve (exit 0) or start-up failed (its exit code).",
+          ("-D", "--daemon"), kind="flag"),
         s("user", "Process", None, v.user_or_group,
-          "Run workers as this user (name or uid). Sockets stay the master's.", ("-u", "--user"), "USER",
-          pending="issue 4 (supervision)"),
+          "Run workers as this user (name or uid); its primary group unless 'group' is set. Sockets, "
+          "pid file and logs stay the master's (log files are handed over so USR1 works).",
+          ("-u", "--user"), "USER"),
         s("group", "Process", None, v.user_or_group,
-          "Run workers as this group (name or gid).", ("-g", "--group"), "GROUP",
-          pending="issue 4 (supervision)"),
+          "Run workers as this group (name or gid).", ("-g", "--group"), "GROUP"),
         s("umask", "Process", 0, v.octal,
-          "umask for the processes and for unix socket files.", ("-m", "--umask"), "OCTAL"),
+          "umask for unix socket files; when set, also for the master and workers (unset, they keep "
+          "the inherited umask, and a daemon gets 022).", ("-m", "--umask"), "OCTAL"),
         s("raw_env", "Process", [], v.string_list,
           "Set environment variables: NAME=VALUE. Repeat for several.", ("-e", "--env"), "NAME=VALUE",
           kind="list"),
@@ -257,11 +260,11 @@ def _settings() -> list[Setting]:
           pending="issue 6 (logs and metrics)"),
         # -- Development
         s("reload", "Development", False, v.boolean,
-          "Restart workers when a source file of the app changes (development only).",
-          ("--reload",), kind="flag", pending="issue 4 (supervision)"),
+          "Restart a worker when a source file of the app it imported changes (polled once a "
+          "second); an import error is shown as a 500 page until fixed. Development only.",
+          ("--reload",), kind="flag"),
         s("reload_extra_files", "Development", [], v.string_list,
-          "More files to watch with --reload.", ("--reload-extra-file",), "FILE", kind="list",
-          pending="issue 4 (supervision)"),
+          "More files to watch with --reload.", ("--reload-extra-file",), "FILE", kind="list"),
     ]
     for name, (arity, text) in HOOKS.items():
         table.append(s(name, "Hooks", None, v.hook(arity), text + " Config file only.", hook_arity=arity))

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
-from forkserve import logs, stackdump
+from forkserve import logs, privileges, reloader, stackdump, worker_monitor
 from forkserve.config import Config
 from forkserve.hooks import HookRequest, call_hook
 from forkserve.http.connection import Connection, ServeContext
@@ -132,12 +132,20 @@ class Worker:
         self._install_signals()
         set_title(f"worker [{self.config.app_name}]")
         call_hook(self.config, "post_fork", self.server, self)
+        try:  # process model: give up root before the app's code runs
+            privileges.drop(privileges.resolve(self.config))
+        except privileges.PrivilegeError as error:
+            self._report_boot_failure(str(error))
+            return EXIT_BOOT_FAILED
         if self.app is None:
             try:
                 self.app = load_app(self.config.wsgi_app)
             except AppLoadError as error:
-                self._report_boot_failure(str(error))
-                return EXIT_BOOT_FAILED
+                # --reload: show the error and wait for a fix instead of stopping the server
+                self.app = reloader.app_for_load_error(error) if self.config.reload else None
+                if self.app is None:
+                    self._report_boot_failure(str(error))
+                    return EXIT_BOOT_FAILED
             except BaseException:  # noqa: BLE001 -- e.g. SystemExit from the app's import
                 self._report_boot_failure(traceback.format_exc())
                 return EXIT_BOOT_FAILED
@@ -148,6 +156,7 @@ class Worker:
         context = self._serve_context()
         self.slot.ready(time.time())
         self._tell_master({"event": "ready"})
+        worker_monitor.start(self)  # process title from the scoreboard, --reload watch
         error_log.debug("worker %d ready", self.pid)
         self._loop(context)
         if self.slot.drain_requested():

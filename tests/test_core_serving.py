@@ -14,9 +14,10 @@ from conftest import free_port, pid_alive, process_title, raw_exchange, run_fork
 def test_master_and_workers_are_titled_and_counted(start_server):
     server = start_server("-w", "3", "demo.wsgi:application")
     workers = server.wait_workers(3)
-    assert process_title(server.pid) == "forkserve: master [demo.wsgi:application]"
+    wait_for(lambda: process_title(server.pid) == "forkserve: master [demo.wsgi:application] 3 workers",
+             10, message="the master's title with the worker count")
     for pid in workers:
-        assert process_title(pid) == "forkserve: worker [demo.wsgi:application]"
+        assert process_title(pid).startswith("forkserve: worker [demo.wsgi:application]")
 
 
 def test_term_stops_master_and_every_worker(start_server):
