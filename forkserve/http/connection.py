@@ -99,9 +99,11 @@ class Connection:
                     return
                 except (ClientDisconnected, OSError):
                     return
-                if head is None or not self._respond(head):
+                if head is None:
                     return
-                leftover = head.parser.trailing_data[0]
+                leftover = self._respond(head)
+                if leftover is None:
+                    return
         finally:
             self.sock.close()
 
@@ -129,8 +131,9 @@ class Connection:
             return False
         return bool(select.select([fd], [], [], remaining)[0]) and not ctx.should_stop()
 
-    def _respond(self, head: RequestHead) -> bool:
-        """Run the app for one request; True if the connection may carry another."""
+    def _respond(self, head: RequestHead) -> bytes | None:
+        """Run the app for one request. The bytes already received after it (the start of the
+        next request) if the connection may carry another, else None."""
         ctx = self.ctx
         started = time.time()
         ctx.slot.busy(started, head.method + b" " + head.target[:REQUEST_LINE_ROOM])
@@ -139,15 +142,14 @@ class Connection:
         finally:
             ctx.slot.idle(time.time())
 
-    def _run_app(self, head: RequestHead, started: float) -> bool:
+    def _run_app(self, head: RequestHead, started: float) -> bytes | None:
         ctx = self.ctx
-        has_body = head.chunked or bool(head.content_length)
-        if has_body and ctx.body_limit and (head.content_length or 0) > ctx.body_limit:
+        if ctx.body_limit and (head.content_length or 0) > ctx.body_limit:
             self._refuse(HttpError(413, f"Content-Length {head.content_length} over limit {ctx.body_limit}"))
-            return False
+            return None
         body = RequestBody(
-            head.parser, self.sock, self.timeouts, ctx.body_timeout, ctx.body_limit, has_body,
-            head.expect_continue,
+            self.sock, self.timeouts, ctx.body_timeout, ctx.body_limit, head.parser.trailing_data[0],
+            head.content_length, head.chunked, head.expect_continue,
         )
         environ = self.builder.build(head, self.remote_addr, self.remote_port, body)
 
@@ -193,7 +195,7 @@ class Connection:
             keep_alive = body.drain(DRAIN_BUDGET)
         if ctx.after_request is not None:
             ctx.after_request(environ, response, started)
-        return keep_alive
+        return body.leftover if keep_alive else None
 
     def _app_failed(self, head: RequestHead, response: Response) -> None:
         error_log.exception("error handling %s from %s", _line(head), self._peer())
