@@ -183,7 +183,9 @@ class Response:
                 has_server = True
             lines += (name, ": ", value, "\r\n")
 
-        if code < 200 or code == 204:
+        if code < 200:
+            raise AppError(f"status {self.status!r} is interim (1xx), not a final response")
+        if code == 204:
             framing = NO_BODY
             content_length = None
         elif code == 304 or self.is_head:

@@ -7,6 +7,8 @@ Paths steer the behaviour:
 
 - ``/__probe`` answers ``probe`` without recording (used to check a connection is still usable);
 - ``/noread/...`` records and answers without touching ``wsgi.input``;
+- ``/stream`` answers two chunks without a Content-Length (chunked on 1.1, close-delimited
+  on 1.0);
 - ``/respond/CODE`` answers with that status and a body, which the server must drop for
   1xx/204/304 and HEAD;
 - anything else reads the whole body and answers JSON ``{"body": ..., "length": ...}``.
@@ -39,6 +41,9 @@ def app(environ, start_response):
     if path.startswith("/noread"):
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "6")])
         return [b"unread"]
+    if path == "/stream":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return iter([b"part one\n", b"part two\n"])
     if path.startswith("/respond/"):
         code = path.split("/")[2]
         start_response(f"{code} Chosen", [("Content-Type", "text/plain")])
