@@ -101,7 +101,8 @@ header_map = 'drop'
 # obsolete-folding)
 permit_obsolete_folding = False
 
-# Use os.sendfile for wsgi.file_wrapper responses of real files. (command line: --sendfile)
+# Use os.sendfile for wsgi.file_wrapper responses of regular files; --no-sendfile iterates the file in
+# blocks instead. (command line: --sendfile)
 sendfile = True
 
 # Response header echoing the request id (taken from a trusted peer's header of that name or
@@ -111,12 +112,14 @@ request_id_header = 'X-Request-ID'
 
 # ---- Proxy -------------------------------------------------------------------------------------
 
-# Peers (addresses, CIDRs, or '*') whose X-Forwarded-* headers are trusted. (command line:
-# --forwarded-allow-ips)
+# Peers (addresses, CIDRs, or '*') whose forwarding headers are trusted: X-Forwarded-For and the
+# secure scheme headers, or the standard Forwarded (for=, proto=) where those are absent. Unix-socket
+# peers are always trusted; other peers' forwarding headers are ignored. (command line: --forwarded-
+# allow-ips)
 forwarded_allow_ips = ['127.0.0.1', '::1']
 
-# Headers (from trusted peers) that mark a request as https, with the value that does. (command line:
-# --secure-scheme-headers)
+# Headers (from trusted peers) that mark a request as https, with the value that does. Contradicting
+# each other they get a 400. (command line: --secure-scheme-headers)
 secure_scheme_headers = {'X-FORWARDED-PROTOCOL': 'ssl', 'X-FORWARDED-PROTO': 'https', 'X-FORWARDED-SSL': 'on'}
 
 # ---- Logging -----------------------------------------------------------------------------------

@@ -111,6 +111,10 @@ class RequestBody:
         return self._received
 
     @property
+    def has_leftover(self) -> bool:
+        return bool(self._pending)
+
+    @property
     def leftover(self) -> bytes:
         """Bytes received after the end of the body: the start of a pipelined request."""
         return bytes(self._pending)

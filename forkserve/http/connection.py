@@ -151,7 +151,11 @@ class Connection:
             self.sock, self.timeouts, ctx.body_timeout, ctx.body_limit, head.parser.trailing_data[0],
             head.content_length, head.chunked, head.expect_continue,
         )
-        environ = self.builder.build(head, self.remote_addr, self.remote_port, body)
+        try:
+            environ = self.builder.build(head, self.remote_addr, self.remote_port, body)
+        except HttpError as error:  # e.g. contradictory scheme headers from a trusted proxy
+            self._refuse(error)
+            return None
 
         def decide_keep_alive() -> bool:
             return (
@@ -195,7 +199,11 @@ class Connection:
             keep_alive = body.drain(DRAIN_BUDGET)
         if ctx.after_request is not None:
             ctx.after_request(environ, response, started)
-        return body.leftover if keep_alive else None
+        if keep_alive:
+            return body.leftover
+        if body.failure is None and (not body.complete or body.has_leftover):
+            self._linger()  # unread request bytes: closing now would reset the response away
+        return None
 
     def _app_failed(self, head: RequestHead, response: Response) -> None:
         error_log.exception("error handling %s from %s", _line(head), self._peer())

@@ -190,6 +190,8 @@ class Response:
             content_length = None
         elif code == 304 or self.is_head:
             framing = NO_BODY  # the length, if the app gave one, describes the GET body
+            if self.is_head and content_length is None and known_length:
+                content_length = known_length
         elif content_length is not None:
             framing = LENGTH
         elif known_length is not None:

@@ -1,11 +1,12 @@
 """An app that records every request it is handed, for tests that must know whether a request
 reached the app at all (the request-case corpus, the proxy-trust tests).
 
-Each hit appends one JSON line to the file named by ``$FORKSERVE_TEST_HITS`` *before* the body is
-read, so a request refused while its body streams in still counts as having reached the app.
+Each hit appends one JSON line to the file named by ``$FORKSERVE_TEST_HITS`` (if set) *before* the
+body is read, so a request refused while its body streams in still counts as having reached the app.
 Paths steer the behaviour:
 
 - ``/__probe`` answers ``probe`` without recording (used to check a connection is still usable);
+- ``/environ`` answers the environ's text fields as JSON;
 - ``/noread/...`` records and answers without touching ``wsgi.input``;
 - ``/stream`` answers two chunks without a Content-Length (chunked on 1.1, close-delimited
   on 1.0);
@@ -20,12 +21,19 @@ import json
 import os
 
 
-def _record(environ: dict) -> None:
+def _fields(environ: dict) -> dict:
     fields = {key: value for key, value in environ.items() if isinstance(value, str)}
     fields["wsgi.input_terminated"] = environ.get("wsgi.input_terminated")
     fields["pid"] = os.getpid()
-    line = (json.dumps(fields, sort_keys=True) + "\n").encode()
-    fd = os.open(os.environ["FORKSERVE_TEST_HITS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    return fields
+
+
+def _record(environ: dict) -> None:
+    target = os.environ.get("FORKSERVE_TEST_HITS")
+    if not target:
+        return
+    line = (json.dumps(_fields(environ), sort_keys=True) + "\n").encode()
+    fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         os.write(fd, line)  # one O_APPEND write: lines from several workers never interleave
     finally:
@@ -38,6 +46,10 @@ def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
         return [b"probe"]
     _record(environ)
+    if path == "/environ":
+        payload = json.dumps(_fields(environ), sort_keys=True).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+        return [payload]
     if path.startswith("/noread"):
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "6")])
         return [b"unread"]
