@@ -38,6 +38,9 @@ class State(IntEnum):
     IDLE = 2
     BUSY = 3
     STOPPING = 4
+    # In a request but waiting on the client (body bytes, or room to send): bounded by the
+    # worker's own header/body timeouts, so never a worker timeout. (issue 3, http branch)
+    CLIENT = 5
 
 
 _HEAD = struct.Struct("<iB3xddQ")  # pid, state, request_start, heartbeat, requests
@@ -143,3 +146,7 @@ class SlotWriter:
 
     def stopping(self) -> None:
         _STATE.pack_into(self.memory, self.offset + 4, State.STOPPING)
+
+    def client_wait(self) -> None:
+        """Blocked on the client within a request; busy() ends it. (issue 3, http branch)"""
+        _STATE.pack_into(self.memory, self.offset + 4, State.CLIENT)

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 
 from forkserve.http.errors import ClientDisconnected, ClientTimeout, HttpError
 from forkserve.http.head import RECV_SIZE, RecvTimeout
+from forkserve.http.waiting import ClientWaits
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 MAX_CHUNK_LINE = 4096
@@ -66,6 +67,7 @@ class RequestBody:
         "_state",
         "_timeouts",
         "_trailer_bytes",
+        "_waits",
         "failure",
     )
 
@@ -79,6 +81,7 @@ class RequestBody:
         content_length: int | None,
         chunked: bool,
         expect_continue: bool,
+        waits: ClientWaits | None = None,
     ) -> None:
         self._sock = sock
         self._timeouts = timeouts
@@ -94,6 +97,7 @@ class RequestBody:
         self._trailer_bytes = 0
         self._received = 0
         self._continue_pending = expect_continue and not self._eof
+        self._waits = waits
         self.failure: HttpError | None = None
 
     @property
@@ -162,6 +166,9 @@ class RequestBody:
 
     def _recv(self, size: int) -> bytes:
         self._timeouts.set(self._idle_timeout)
+        waits = self._waits
+        if waits is not None:
+            waits.begin()
         try:
             data = self._sock.recv(size)
         except (BlockingIOError, TimeoutError):
@@ -169,6 +176,9 @@ class RequestBody:
         except OSError as error:
             self._eof = True
             raise ClientDisconnected(str(error)) from None
+        finally:
+            if waits is not None:
+                waits.end()
         if not data:
             self._eof = True
             raise ClientDisconnected("client closed the connection before the body ended")

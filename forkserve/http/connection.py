@@ -19,6 +19,7 @@ from forkserve.http.body import RequestBody
 from forkserve.http.errors import ClientDisconnected, HttpError, error_reply
 from forkserve.http.head import HeadLimits, RecvTimeout, RequestHead, read_head
 from forkserve.http.response import AppError, Response
+from forkserve.http.waiting import ClientWaits
 from forkserve.logs import error_log
 from forkserve.scoreboard import SlotWriter
 from forkserve.sockets import timeval
@@ -52,6 +53,7 @@ class ServeContext:
     idle_poller: select.poll = field(default_factory=select.poll)
 
     def __post_init__(self) -> None:
+        self.waits = ClientWaits(self.slot)
         for fd in self.listener_fds:
             self.waiting_poller.register(fd, select.POLLIN)
             self.idle_poller.register(fd, select.POLLIN)
@@ -136,7 +138,9 @@ class Connection:
         next request) if the connection may carry another, else None."""
         ctx = self.ctx
         started = time.time()
-        ctx.slot.busy(started, head.method + b" " + head.target[:REQUEST_LINE_ROOM])
+        line = head.method + b" " + head.target[:REQUEST_LINE_ROOM]
+        ctx.slot.busy(started, line)
+        ctx.waits.start_request(started, line)
         try:
             return self._run_app(head, started)
         finally:
@@ -149,7 +153,7 @@ class Connection:
             return None
         body = RequestBody(
             self.sock, self.timeouts, ctx.body_timeout, ctx.body_limit, head.parser.trailing_data[0],
-            head.content_length, head.chunked, head.expect_continue,
+            head.content_length, head.chunked, head.expect_continue, ctx.waits,
         )
         try:
             environ = self.builder.build(head, self.remote_addr, self.remote_port, body)
@@ -169,7 +173,8 @@ class Connection:
             )
 
         response = Response(
-            self.sock, head.method == b"HEAD", head.version == b"1.1", decide_keep_alive, ctx.use_sendfile
+            self.sock, head.method == b"HEAD", head.version == b"1.1", decide_keep_alive, ctx.use_sendfile,
+            ctx.waits,
         )
         keep_alive = False
         try:
