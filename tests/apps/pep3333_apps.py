@@ -86,7 +86,7 @@ def _input(environ, start_response, mode: str):
 def _write(environ, start_response, how: str):
     headers = [("Content-Type", "text/plain")]
     if how == "with-length":
-        headers.append(("Content-Length", "15"))
+        headers.append(("Content-Length", "14"))
     write = start_response("200 OK", headers)
     for piece in (b"one ", b"two ", b"three\n"):
         write(piece)
@@ -105,7 +105,6 @@ def _file(environ, start_response):
             event(f"read {tag}")
             return super().read(size)
 
-        readinto = None  # force every read through read()
 
     handle = RecordingFile(os.environ["FORKSERVE_TEST_FILE"], "r")
     handle.seek(int(query.get("offset", ["0"])[0]))
@@ -154,7 +153,7 @@ class _Closing:
             raise RuntimeError(f"raised while iterating {self.tag}")
         if self.mode == "endless":
             block = b"x" * 65536
-            for _ in range(2000):  # 128 MiB: far more than any socket buffer holds
+            for _ in range(100_000):  # 6 GiB over 100 s: ends early only if the server stops it
                 yield block
                 time.sleep(0.001)
             return

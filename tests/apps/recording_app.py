@@ -6,6 +6,7 @@ body is read, so a request refused while its body streams in still counts as hav
 Paths steer the behaviour:
 
 - ``/__probe`` answers ``probe`` without recording (used to check a connection is still usable);
+- ``/sleep?SECONDS`` sleeps (default 0.5 s), then answers ``slept``;
 - ``/environ`` answers the environ's text fields as JSON;
 - ``/noread/...`` records and answers without touching ``wsgi.input``;
 - ``/stream`` answers two chunks without a Content-Length (chunked on 1.1, close-delimited
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 
 def _fields(environ: dict) -> dict:
@@ -46,6 +48,10 @@ def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
         return [b"probe"]
     _record(environ)
+    if path == "/sleep":
+        time.sleep(float(environ["QUERY_STRING"] or "0.5"))
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+        return [b"slept"]
     if path == "/environ":
         payload = json.dumps(_fields(environ), sort_keys=True).encode()
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
