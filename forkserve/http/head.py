@@ -308,7 +308,7 @@ def _absolute_form_authority(target: bytes, host: bytes, method: bytes) -> bytes
     scheme, sep, rest = target.partition(b"://")
     if not sep or scheme.lower() not in (b"http", b"https"):
         if method == b"CONNECT":
-            raise HttpError(405, "CONNECT is not supported")
+            raise HttpError(501, "CONNECT is not implemented (this is not a proxy)")
         raise HttpError(400, "invalid request target")
     authority = rest.split(b"/", 1)[0].split(b"?", 1)[0]
     if not authority or b"@" in authority:
