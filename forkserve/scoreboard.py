@@ -134,6 +134,10 @@ class SlotWriter:
             self.memory, self.offset + 4, State.BUSY, started, started, self.requests, request_line
         )
 
+    def client_wait(self) -> None:
+        """Blocked on the client within a request; busy() ends it. (issue 3, http branch)"""
+        _STATE.pack_into(self.memory, self.offset + 4, State.CLIENT)
+
     def idle(self, now: float) -> None:
         self.requests += 1
         _IDLE.pack_into(self.memory, self.offset + 4, State.IDLE, 0.0, now, self.requests)
@@ -146,7 +150,3 @@ class SlotWriter:
 
     def stopping(self) -> None:
         _STATE.pack_into(self.memory, self.offset + 4, State.STOPPING)
-
-    def client_wait(self) -> None:
-        """Blocked on the client within a request; busy() ends it. (issue 3, http branch)"""
-        _STATE.pack_into(self.memory, self.offset + 4, State.CLIENT)
