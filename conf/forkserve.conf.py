@@ -85,8 +85,8 @@ limit_request_field_size = 8190
 # Largest request body in bytes (413 beyond). 0 means unlimited. (command line: --limit-request-body)
 limit_request_body = 1073741824
 
-# Seconds a client has to send the whole request head before it gets 408. (command line: --header-
-# timeout)
+# Seconds a client has to send the whole request head before it gets 408 (a connection that sends
+# nothing at all is closed without a reply). (command line: --header-timeout)
 header_timeout = 10.0
 
 # Seconds a client may stall while sending the body or reading the response (408 / close). (command
@@ -113,9 +113,9 @@ request_id_header = 'X-Request-ID'
 # ---- Proxy -------------------------------------------------------------------------------------
 
 # Peers (addresses, CIDRs, or '*') whose forwarding headers are trusted: X-Forwarded-For and the
-# secure scheme headers, or the standard Forwarded (for=, proto=) where those are absent. Unix-socket
-# peers are always trusted; other peers' forwarding headers are ignored. (command line: --forwarded-
-# allow-ips)
+# secure scheme headers, or else (when none of those is sent) the standard Forwarded (for=, proto=).
+# Unix-socket peers are always trusted; other peers' forwarding headers are ignored. (command line:
+# --forwarded-allow-ips)
 forwarded_allow_ips = ['127.0.0.1', '::1']
 
 # Headers (from trusted peers) that mark a request as https, with the value that does. Contradicting

@@ -172,7 +172,8 @@ def _settings() -> list[Setting]:
           "Largest request body in bytes (413 beyond). 0 means unlimited.",
           ("--limit-request-body",), "BYTES"),
         s("header_timeout", "HTTP", 10.0, v.number(0.001),
-          "Seconds a client has to send the whole request head before it gets 408.",
+          "Seconds a client has to send the whole request head before it gets 408 (a connection "
+          "that sends nothing at all is closed without a reply).",
           ("--header-timeout",), "SECONDS"),
         s("body_timeout", "HTTP", 30.0, v.number(0.001),
           "Seconds a client may stall while sending the body or reading the response (408 / close).",
@@ -194,8 +195,9 @@ def _settings() -> list[Setting]:
         # -- Proxy
         s("forwarded_allow_ips", "Proxy", ["127.0.0.1", "::1"], v.address_list,
           "Peers (addresses, CIDRs, or '*') whose forwarding headers are trusted: X-Forwarded-For "
-          "and the secure scheme headers, or the standard Forwarded (for=, proto=) where those are "
-          "absent. Unix-socket peers are always trusted; other peers' forwarding headers are ignored.",
+          "and the secure scheme headers, or else (when none of those is sent) the standard "
+          "Forwarded (for=, proto=). Unix-socket peers are always trusted; other peers' forwarding "
+          "headers are ignored.",
           ("--forwarded-allow-ips",), "IPS"),
         s("secure_scheme_headers", "Proxy",
           {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"},

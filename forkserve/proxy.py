@@ -9,16 +9,17 @@ are local processes and are trusted, as gunicorn does); from any other peer they
 From a trusted peer:
 
 - ``wsgi.url_scheme`` follows the secure scheme headers; if they contradict each other the
-  request is refused (400), as gunicorn does. Without any of them, the ``proto`` of the chosen
-  ``Forwarded`` element counts.
+  request is refused (400), as gunicorn does.
 - ``REMOTE_ADDR`` becomes the nearest address in ``X-Forwarded-For`` that is not itself a
-  trusted proxy (the leftmost when all are trusted); without ``X-Forwarded-For``, the same walk
-  over the ``for=`` of ``Forwarded``. A hop that is not an IP address (``unknown``, an
-  obfuscated name) leaves ``REMOTE_ADDR`` as the peer's. ``REMOTE_PORT`` is the hop's port when
-  it names one, else "0".
+  trusted proxy (the leftmost when all are trusted). A hop that is not an IP address
+  (``unknown``, an obfuscated name) leaves ``REMOTE_ADDR`` as the peer's. ``REMOTE_PORT`` is the
+  hop's port when it names one, else "0".
+- ``Forwarded`` counts only when the request carries none of those X- headers: then the same
+  walk runs over its elements' ``for=``, and the chosen element's ``proto=`` sets the scheme.
 
-The X- headers win field by field because they are what nginx sets by default; ``Forwarded``
-fills in what they leave out. A malformed ``Forwarded`` header is ignored.
+One family or the other, never a mix: a proxy that sets X-Forwarded-For but passes a client's
+``Forwarded`` through untouched (nginx does, by default) must not let the client choose the
+scheme. A malformed ``Forwarded`` header is ignored.
 """
 
 from __future__ import annotations
@@ -76,15 +77,12 @@ class ProxyTrust:
         forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
         if forwarded_for:
             client = self._nearest_client([node_address(hop) for hop in forwarded_for.split(",")])[0]
-        forwarded = environ.get("HTTP_FORWARDED")
-        if forwarded and (scheme is None or not forwarded_for):
-            elements = parse_forwarded(forwarded)
+        elif scheme is None and "HTTP_FORWARDED" in environ:
+            elements = parse_forwarded(environ["HTTP_FORWARDED"])
             if elements:
-                hop, index = self._nearest_client([node_address(e.get("for", "")) for e in elements])
-                if not forwarded_for:
-                    client = hop
+                client, index = self._nearest_client([node_address(e.get("for", "")) for e in elements])
                 proto = elements[index].get("proto", "").lower()
-                if scheme is None and proto in ("http", "https"):
+                if proto in ("http", "https"):
                     scheme = proto
         if scheme is not None:
             environ["wsgi.url_scheme"] = scheme

@@ -60,10 +60,13 @@ def test_trusted_peer_forwarded_header(trusted) -> None:
     assert environ["wsgi.url_scheme"] == "https"
 
 
-def test_x_forwarded_wins_over_forwarded_field_by_field(trusted) -> None:
+def test_forwarded_is_ignored_when_any_x_forwarded_header_is_sent(trusted) -> None:
+    # nginx sets X-Forwarded-For but passes a client's own Forwarded through: the client must
+    # not get to choose the scheme (or the address) that way.
     environ = environ_of(trusted, "X-Forwarded-For: 198.51.100.1", "Forwarded: for=192.0.2.1;proto=https")
-    assert environ["REMOTE_ADDR"] == "198.51.100.1"  # from X-Forwarded-For
-    assert environ["wsgi.url_scheme"] == "https"  # no secure scheme header: Forwarded's proto
+    assert environ["REMOTE_ADDR"] == "198.51.100.1" and environ["wsgi.url_scheme"] == "http"
+    environ = environ_of(trusted, "X-Forwarded-Proto: http", "Forwarded: for=192.0.2.1;proto=https")
+    assert environ["REMOTE_ADDR"] == "127.0.0.1" and environ["wsgi.url_scheme"] == "http"
 
 
 def test_unknown_or_malformed_hops_leave_the_peer(trusted) -> None:
