@@ -37,22 +37,18 @@ def _json(start_response, data, status: str = "200 OK"):
 
 def _read_input(stream, mode: str) -> list[bytes]:
     pieces: list[bytes] = []
-    if mode == "read-n":
-        while chunk := stream.read(7):
-            pieces.append(chunk)
-    elif mode == "read-big-n":
-        while chunk := stream.read(100_000):
-            pieces.append(chunk)
+    calls = {  # each is called until it returns b""
+        "read-n": lambda: stream.read(7),
+        "read-big-n": lambda: stream.read(100_000),
+        "readline": stream.readline,
+        "readline-size": lambda: stream.readline(5),
+    }
+    if mode in calls:
+        pieces.extend(iter(calls[mode], b""))
     elif mode == "read-all":
         pieces.append(stream.read())
     elif mode == "read-none":
         pieces.append(stream.read(None))
-    elif mode == "readline":
-        while line := stream.readline():
-            pieces.append(line)
-    elif mode == "readline-size":
-        while line := stream.readline(5):
-            pieces.append(line)
     elif mode == "readlines":
         pieces.extend(stream.readlines())
     elif mode == "readlines-hint":
