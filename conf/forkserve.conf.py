@@ -88,8 +88,8 @@ limit_request_field_size = 8190
 # Largest request body in bytes (413 beyond). 0 means unlimited. (command line: --limit-request-body)
 limit_request_body = 1073741824
 
-# Seconds a client has to send the whole request head before it gets 408. (command line: --header-
-# timeout)
+# Seconds a client has to send the whole request head before it gets 408 (a connection that sends
+# nothing at all is closed without a reply). (command line: --header-timeout)
 header_timeout = 10.0
 
 # Seconds a client may stall while sending the body or reading the response (408 / close). (command
@@ -104,7 +104,8 @@ header_map = 'drop'
 # obsolete-folding)
 permit_obsolete_folding = False
 
-# Use os.sendfile for wsgi.file_wrapper responses of real files. (command line: --sendfile)
+# Use os.sendfile for wsgi.file_wrapper responses of regular files; --no-sendfile iterates the file in
+# blocks instead. (command line: --sendfile)
 sendfile = True
 
 # Response header echoing the request id (taken from a trusted peer's header of that name or
@@ -114,12 +115,14 @@ request_id_header = 'X-Request-ID'
 
 # ---- Proxy -------------------------------------------------------------------------------------
 
-# Peers (addresses, CIDRs, or '*') whose X-Forwarded-* headers are trusted. (command line:
+# Peers (addresses, CIDRs, or '*') whose forwarding headers are trusted: X-Forwarded-For and the
+# secure scheme headers, or else (when none of those is sent) the standard Forwarded (for=, proto=).
+# Unix-socket peers are always trusted; other peers' forwarding headers are ignored. (command line:
 # --forwarded-allow-ips)
 forwarded_allow_ips = ['127.0.0.1', '::1']
 
-# Headers (from trusted peers) that mark a request as https, with the value that does. (command line:
-# --secure-scheme-headers)
+# Headers (from trusted peers) that mark a request as https, with the value that does. Contradicting
+# each other they get a 400. (command line: --secure-scheme-headers)
 secure_scheme_headers = {'X-FORWARDED-PROTOCOL': 'ssl', 'X-FORWARDED-PROTO': 'https', 'X-FORWARDED-SSL': 'on'}
 
 # ---- Logging -----------------------------------------------------------------------------------

@@ -178,7 +178,8 @@ def _settings() -> list[Setting]:
           "Largest request body in bytes (413 beyond). 0 means unlimited.",
           ("--limit-request-body",), "BYTES"),
         s("header_timeout", "HTTP", 10.0, v.number(0.001),
-          "Seconds a client has to send the whole request head before it gets 408.",
+          "Seconds a client has to send the whole request head before it gets 408 (a connection "
+          "that sends nothing at all is closed without a reply).",
           ("--header-timeout",), "SECONDS"),
         s("body_timeout", "HTTP", 30.0, v.number(0.001),
           "Seconds a client may stall while sending the body or reading the response (408 / close).",
@@ -190,7 +191,8 @@ def _settings() -> list[Setting]:
           "Accept obsolete line folding in header values instead of answering 400.",
           ("--permit-obsolete-folding",), kind="flag"),
         s("sendfile", "HTTP", True, v.boolean,
-          "Use os.sendfile for wsgi.file_wrapper responses of real files.",
+          "Use os.sendfile for wsgi.file_wrapper responses of regular files; --no-sendfile "
+          "iterates the file in blocks instead.",
           ("--sendfile",), kind="flag"),
         s("request_id_header", "HTTP", "X-Request-ID", v.optional_string,
           "Response header echoing the request id (taken from a trusted peer's header of that name "
@@ -198,12 +200,16 @@ def _settings() -> list[Setting]:
           pending="issue 6 (logs and metrics)"),
         # -- Proxy
         s("forwarded_allow_ips", "Proxy", ["127.0.0.1", "::1"], v.address_list,
-          "Peers (addresses, CIDRs, or '*') whose X-Forwarded-* headers are trusted.",
+          "Peers (addresses, CIDRs, or '*') whose forwarding headers are trusted: X-Forwarded-For "
+          "and the secure scheme headers, or else (when none of those is sent) the standard "
+          "Forwarded (for=, proto=). Unix-socket peers are always trusted; other peers' forwarding "
+          "headers are ignored.",
           ("--forwarded-allow-ips",), "IPS"),
         s("secure_scheme_headers", "Proxy",
           {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"},
           v.header_mapping,
-          "Headers (from trusted peers) that mark a request as https, with the value that does.",
+          "Headers (from trusted peers) that mark a request as https, with the value that does. "
+          "Contradicting each other they get a 400.",
           ("--secure-scheme-headers",), "NAME=VALUE,..."),
         # -- Logging
         s("accesslog", "Logging", None, v.optional_string,

@@ -39,6 +39,9 @@ class State(IntEnum):
     IDLE = 2
     BUSY = 3
     STOPPING = 4
+    # In a request but waiting on the client (body bytes, or room to send): bounded by the
+    # worker's own header/body timeouts, so never a worker timeout. (issue 3, http branch)
+    CLIENT = 5
 
 
 _HEAD = struct.Struct("<iB3xddQ")  # pid, state, request_start, heartbeat, requests
@@ -140,6 +143,10 @@ class SlotWriter:
         _BUSY.pack_into(
             self.memory, self.offset + 4, State.BUSY, started, started, self.requests, request_line
         )
+
+    def client_wait(self) -> None:
+        """Blocked on the client within a request; busy() ends it. (issue 3, http branch)"""
+        _STATE.pack_into(self.memory, self.offset + 4, State.CLIENT)
 
     def idle(self, now: float) -> None:
         self.requests += 1

@@ -19,6 +19,7 @@ from forkserve.http.body import RequestBody
 from forkserve.http.errors import ClientDisconnected, HttpError, error_reply
 from forkserve.http.head import HeadLimits, RecvTimeout, RequestHead, read_head
 from forkserve.http.response import AppError, Response
+from forkserve.http.waiting import ClientWaits
 from forkserve.logs import error_log
 from forkserve.scoreboard import SlotWriter
 from forkserve.sockets import timeval
@@ -52,6 +53,7 @@ class ServeContext:
     idle_poller: select.poll = field(default_factory=select.poll)
 
     def __post_init__(self) -> None:
+        self.waits = ClientWaits(self.slot)
         for fd in self.listener_fds:
             self.waiting_poller.register(fd, select.POLLIN)
             self.idle_poller.register(fd, select.POLLIN)
@@ -99,9 +101,11 @@ class Connection:
                     return
                 except (ClientDisconnected, OSError):
                     return
-                if head is None or not self._respond(head):
+                if head is None:
                     return
-                leftover = head.parser.trailing_data[0]
+                leftover = self._respond(head)
+                if leftover is None:
+                    return
         finally:
             self.sock.close()
 
@@ -129,27 +133,33 @@ class Connection:
             return False
         return bool(select.select([fd], [], [], remaining)[0]) and not ctx.should_stop()
 
-    def _respond(self, head: RequestHead) -> bool:
-        """Run the app for one request; True if the connection may carry another."""
+    def _respond(self, head: RequestHead) -> bytes | None:
+        """Run the app for one request. The bytes already received after it (the start of the
+        next request) if the connection may carry another, else None."""
         ctx = self.ctx
         started = time.time()
-        ctx.slot.busy(started, head.method + b" " + head.target[:REQUEST_LINE_ROOM])
+        line = head.method + b" " + head.target[:REQUEST_LINE_ROOM]
+        ctx.slot.busy(started, line)
+        ctx.waits.start_request(started, line)
         try:
             return self._run_app(head, started)
         finally:
             ctx.slot.idle(time.time())
 
-    def _run_app(self, head: RequestHead, started: float) -> bool:
+    def _run_app(self, head: RequestHead, started: float) -> bytes | None:
         ctx = self.ctx
-        has_body = head.chunked or bool(head.content_length)
-        if has_body and ctx.body_limit and (head.content_length or 0) > ctx.body_limit:
+        if ctx.body_limit and (head.content_length or 0) > ctx.body_limit:
             self._refuse(HttpError(413, f"Content-Length {head.content_length} over limit {ctx.body_limit}"))
-            return False
+            return None
         body = RequestBody(
-            head.parser, self.sock, self.timeouts, ctx.body_timeout, ctx.body_limit, has_body,
-            head.expect_continue,
+            self.sock, self.timeouts, ctx.body_timeout, ctx.body_limit, head.parser.trailing_data[0],
+            head.content_length, head.chunked, head.expect_continue, ctx.waits,
         )
-        environ = self.builder.build(head, self.remote_addr, self.remote_port, body)
+        try:
+            environ = self.builder.build(head, self.remote_addr, self.remote_port, body)
+        except HttpError as error:  # e.g. contradictory scheme headers from a trusted proxy
+            self._refuse(error)
+            return None
 
         def decide_keep_alive() -> bool:
             return (
@@ -163,7 +173,8 @@ class Connection:
             )
 
         response = Response(
-            self.sock, head.method == b"HEAD", head.version == b"1.1", decide_keep_alive, ctx.use_sendfile
+            self.sock, head.method == b"HEAD", head.version == b"1.1", decide_keep_alive, ctx.use_sendfile,
+            ctx.waits,
         )
         keep_alive = False
         try:
@@ -193,7 +204,11 @@ class Connection:
             keep_alive = body.drain(DRAIN_BUDGET)
         if ctx.after_request is not None:
             ctx.after_request(environ, response, started)
-        return keep_alive
+        if keep_alive:
+            return body.leftover
+        if body.failure is None and (not body.complete or body.has_leftover):
+            self._linger()  # unread request bytes: closing now would reset the response away
+        return None
 
     def _app_failed(self, head: RequestHead, response: Response) -> None:
         error_log.exception("error handling %s from %s", _line(head), self._peer())

@@ -29,6 +29,9 @@ _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])\Z")
 _CTL_IN_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 _CTL_IN_FIELDS = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _DIGITS = re.compile(rb"[0-9]+\Z")
+_BARE_CR_OR_LF = re.compile(rb"(?<!\r)\n|\r(?=[^\n])")
+MAX_EMPTY_LINES = 8
+_LINE_END_BYTES = (b"\r", b"\n")
 _HOST = re.compile(
     rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9!$&'()*+,;=._~%-]*)(?::[0-9]*)?\Z"
 )
@@ -154,9 +157,14 @@ def read_head(
     """Read and check the next request head. None when the client closed before sending a byte."""
     parser = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.head_size)
     raw = leftover
+    held = b""  # empty lines (CRLFs) received before the request line, not yet ignored
+    if raw[:1] in _LINE_END_BYTES:
+        held, raw = raw, _skip_empty_lines(raw)
     if raw:
         parser.receive_data(raw)
     deadline = 0.0
+    checked = 0  # how much of raw the partial checks have seen
+    line_done = False  # has the request line been checked yet?
     while True:
         try:
             event = parser.next_event()
@@ -165,10 +173,12 @@ def read_head(
             if end > 0:
                 check_head(raw[:end], limits)
             else:
-                _check_partial(raw, limits)
+                _check_partial(raw, 0, False, limits)
             raise _protocol_error(error) from None
         if event is h11.NEED_DATA:
-            _check_partial(raw, limits)
+            if raw:
+                line_done = _check_partial(raw, checked, line_done, limits)
+                checked = len(raw)
             now = time.monotonic()
             if not deadline:
                 deadline = now + limits.head_timeout
@@ -183,12 +193,17 @@ def read_head(
                 if not raw:
                     return None  # an idle connection that never spoke: just close it
                 raise ClientTimeout("request head not complete in time") from None
-            except (ConnectionResetError, BrokenPipeError) as error:
+            except OSError as error:
                 raise ClientDisconnected(str(error)) from None
             if not data:
-                if raw.strip():
+                if raw:
                     raise ClientDisconnected("connection closed in the middle of the request head")
                 return None
+            if not raw and (held or data[:1] in _LINE_END_BYTES):
+                held += data
+                data = _skip_empty_lines(held)
+                if not data:
+                    continue  # only empty lines so far: not a request yet
             raw += data
             parser.receive_data(data)
             continue
@@ -204,12 +219,39 @@ def read_head(
     return _describe(event, parser)
 
 
-def _check_partial(raw: bytes, limits: HeadLimits) -> None:
-    """Early checks on an incomplete head, so an endless request line gets 414, not a wait."""
-    newline = raw.find(b"\n")
-    line_length = len(raw) if newline < 0 else newline
-    if line_length > limits.line + 1:
-        raise HttpError(414, f"request line longer than {limits.line} bytes")
+def _skip_empty_lines(raw: bytes) -> bytes:
+    """What follows the CRLFs that ``raw`` (everything received so far) starts with. RFC 9112
+    2.2: a server SHOULD ignore at least one empty line before a request line, as some clients
+    send one after a POST body. At most MAX_EMPTY_LINES; more, or a bare CR or LF, are a 400."""
+    stripped = raw.lstrip(b"\r\n")
+    skipped = raw[: len(raw) - len(stripped)]
+    pairs, odd = divmod(len(skipped), 2)
+    if skipped[: 2 * pairs] != b"\r\n" * pairs or (odd and (skipped[-1:] != b"\r" or stripped)):
+        raise HttpError(400, "bare CR or LF before the request line")
+    if pairs > MAX_EMPTY_LINES:
+        raise HttpError(400, "too many empty lines before the request line")
+    return stripped  # empty when all of it is empty lines, or a CR waiting for its LF
+
+
+def _check_partial(raw: bytes, start: int, line_done: bool, limits: HeadLimits) -> bool:
+    """Checks on an incomplete head, so a request that can never become valid is refused now
+    rather than at the head deadline: an endless request line (414), a bare CR or LF, a control
+    character, a bad request line. Only bytes from ``start`` on are scanned (a trickled head
+    costs linear time). Returns whether the request line is complete and checked."""
+    begin = max(start - 1, 0)
+    if _BARE_CR_OR_LF.search(raw, begin):
+        raise HttpError(400, "bare CR or LF in request head")
+    if _CTL_IN_FIELDS.search(raw, begin):
+        raise HttpError(400, "control character in request head")
+    if line_done:
+        return True
+    newline = raw.find(b"\n", begin)
+    if newline < 0:
+        if len(raw) > limits.line + 1:
+            raise HttpError(414, f"request line longer than {limits.line} bytes")
+        return False
+    _check_request_line(raw[: newline - 1], limits)
+    return True
 
 
 def _describe(request: h11.Request, parser: h11.Connection) -> RequestHead:
@@ -266,7 +308,7 @@ def _absolute_form_authority(target: bytes, host: bytes, method: bytes) -> bytes
     scheme, sep, rest = target.partition(b"://")
     if not sep or scheme.lower() not in (b"http", b"https"):
         if method == b"CONNECT":
-            raise HttpError(405, "CONNECT is not supported")
+            raise HttpError(501, "CONNECT is not implemented (this is not a proxy)")
         raise HttpError(400, "invalid request target")
     authority = rest.split(b"/", 1)[0].split(b"?", 1)[0]
     if not authority or b"@" in authority:

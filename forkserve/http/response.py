@@ -18,6 +18,7 @@ from typing import Any
 
 from forkserve.http.dates import date_line
 from forkserve.http.errors import ClientDisconnected
+from forkserve.http.waiting import ClientWaits
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _STATUS = re.compile(r"[1-9][0-9][0-9] [^\r\n]*\Z")
@@ -61,6 +62,7 @@ class Response:
         "status",
         "status_code",
         "use_sendfile",
+        "waits",
     )
 
     def __init__(
@@ -70,8 +72,10 @@ class Response:
         http11: bool,
         decide_keep_alive: Callable[[], bool],
         use_sendfile: bool = True,
+        waits: ClientWaits | None = None,
     ) -> None:
         self.sock = sock
+        self.waits = waits
         self.use_sendfile = use_sendfile
         self.is_head = is_head
         self.http11 = http11
@@ -183,11 +187,15 @@ class Response:
                 has_server = True
             lines += (name, ": ", value, "\r\n")
 
-        if code < 200 or code == 204:
+        if code < 200:
+            raise AppError(f"status {self.status!r} is interim (1xx), not a final response")
+        if code == 204:
             framing = NO_BODY
             content_length = None
         elif code == 304 or self.is_head:
             framing = NO_BODY  # the length, if the app gave one, describes the GET body
+            if self.is_head and content_length is None and known_length:
+                content_length = known_length
         elif content_length is not None:
             framing = LENGTH
         elif known_length is not None:
@@ -285,7 +293,7 @@ class Response:
         end = offset + length
         while offset < end:
             try:
-                sent = os.sendfile(sock_fd, fd, offset, end - offset)
+                sent = self._wait_for_client(os.sendfile, sock_fd, fd, offset, end - offset)
             except (BlockingIOError, TimeoutError):
                 raise ClientTooSlow("client did not read the response in time") from None
             except (BrokenPipeError, ConnectionResetError) as error:
@@ -300,10 +308,27 @@ class Response:
         return self._end()
 
     def _sendall(self, data: bytes) -> None:
+        """Send it all. The first try does not block (the usual case: it fits in the socket
+        buffer); only when the client is behind does the worker wait, marked as a client wait."""
         try:
-            self.sock.sendall(data)
+            try:
+                sent = self.sock.send(data, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):
+                self._wait_for_client(self.sock.sendall, memoryview(data)[sent:])
         except (BlockingIOError, TimeoutError):
             raise ClientTooSlow("client did not read the response in time") from None
-        except (BrokenPipeError, ConnectionResetError) as error:
+        except OSError as error:
             raise ClientDisconnected(str(error)) from None
         self.bytes_out += len(data)
+
+    def _wait_for_client(self, call: Callable[..., Any], *args: Any) -> Any:
+        waits = self.waits
+        if waits is None:
+            return call(*args)
+        waits.begin()
+        try:
+            return call(*args)
+        finally:
+            waits.end()
