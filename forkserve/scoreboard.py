@@ -15,7 +15,17 @@ Slot layout (little-endian, offsets in bytes)::
     24  requests       uint64    requests served by this worker
     32  request_line   96 bytes  "METHOD /path" of the current request, NUL padded
     128 booted_at      float64   when the worker process started
-    136 ...            reserved for counters (metrics)
+    136 status_counts  6 x uint64   responses by status class: 1xx 2xx 3xx 4xx 5xx other
+    184 buckets        14 x uint64  request durations, one count per bucket of DURATION_BUCKETS
+                                    (not cumulative; the last is +Inf)
+    296 duration_sum   float64   seconds spent on requests, summed
+    304 bytes_out      uint64    bytes written to clients (heads included)
+    312 ...            free
+
+The counters are written together with the idle state in ONE ``struct.pack_into`` when a
+request ends (bytes 4..312; the request line is cleared at the same time, since an idle worker
+has no current request). A slot's counters die with its worker, so the master folds them into
+``Scoreboard.retired`` when it releases the slot: totals never go backwards when workers recycle.
 """
 
 from __future__ import annotations
@@ -23,7 +33,8 @@ from __future__ import annotations
 import mmap
 import struct
 import time
-from dataclasses import dataclass
+from bisect import bisect_left
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 SLOT_SIZE = 512
@@ -51,6 +62,48 @@ _BOOTED = struct.Struct("<d")
 LINE_OFFSET = 32
 BOOTED_OFFSET = 128
 
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
+# code // 100 -> index in STATUS_CLASSES; 0 (no response was started) and 6..9 are "other"
+_CLASS_INDEX = (5, 0, 1, 2, 3, 4, 5, 5, 5, 5)
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_N_CLASSES = len(STATUS_CLASSES)
+_N_BUCKETS = len(DURATION_BUCKETS) + 1  # + the +Inf bucket
+_SUM_INDEX = _N_CLASSES + _N_BUCKETS
+_BYTES_INDEX = _SUM_INDEX + 1
+COUNTERS_OFFSET = 136
+_COUNTERS = struct.Struct(f"<{_N_CLASSES}Q{_N_BUCKETS}QdQ")
+# state, request_start, heartbeat, requests, (request line cleared), booted_at, counters...
+_DONE = struct.Struct(f"<B3xddQ{REQUEST_LINE_SIZE}xd{_N_CLASSES}Q{_N_BUCKETS}QdQ")  # at offset 4
+assert 4 + _DONE.size == COUNTERS_OFFSET + _COUNTERS.size <= 512
+
+
+@dataclass
+class Counters:
+    """Request counters: one worker's, or the sum over many (live slots plus retired ones)."""
+
+    requests: int = 0
+    status: list[int] = field(default_factory=lambda: [0] * _N_CLASSES)
+    buckets: list[int] = field(default_factory=lambda: [0] * _N_BUCKETS)
+    duration_sum: float = 0.0
+    bytes_out: int = 0
+
+    def add(self, other: Counters) -> None:
+        """Fold another set of counters into this one."""
+        self.requests += other.requests
+        self.status = [mine + theirs for mine, theirs in zip(self.status, other.status, strict=True)]
+        self.buckets = [mine + theirs for mine, theirs in zip(self.buckets, other.buckets, strict=True)]
+        self.duration_sum += other.duration_sum
+        self.bytes_out += other.bytes_out
+
+    @property
+    def by_status_class(self) -> dict[str, int]:
+        return dict(zip(STATUS_CLASSES, self.status, strict=True))
+
+    @property
+    def timed(self) -> int:
+        """How many requests the duration histogram holds."""
+        return sum(self.buckets)
+
 
 @dataclass(frozen=True)
 class SlotView:
@@ -72,6 +125,7 @@ class Scoreboard:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.memory = mmap.mmap(-1, capacity * SLOT_SIZE, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+        self.retired = Counters()  # the master's own memory: counters of released slots
 
     def free_slot(self) -> int:
         """Index of a slot owned by no worker. Raises RuntimeError when all are taken."""
@@ -93,9 +147,32 @@ class Scoreboard:
         _PID.pack_into(self.memory, index * SLOT_SIZE, pid)
 
     def release(self, index: int) -> None:
-        """Mark a slot empty after its worker has been reaped."""
+        """Mark a slot empty after its worker has been reaped, keeping its counters in ``retired``."""
+        self.retired.add(self.counters(index))
         offset = index * SLOT_SIZE
         self.memory[offset:offset + SLOT_SIZE] = bytes(SLOT_SIZE)
+
+    def counters(self, index: int) -> Counters:
+        """One slot's request counters (a snapshot; the worker may be updating them)."""
+        offset = index * SLOT_SIZE
+        values = _COUNTERS.unpack_from(self.memory, offset + COUNTERS_OFFSET)
+        requests = _HEAD.unpack_from(self.memory, offset)[4]
+        return Counters(
+            requests,
+            list(values[:_N_CLASSES]),
+            list(values[_N_CLASSES:_SUM_INDEX]),
+            values[_SUM_INDEX],
+            values[_BYTES_INDEX],
+        )
+
+    def totals(self) -> Counters:
+        """Counters of every request served since start: live slots plus released ones."""
+        total = Counters()
+        total.add(self.retired)
+        for index in range(self.capacity):
+            if _STATE.unpack_from(self.memory, index * SLOT_SIZE + 4)[0] != State.EMPTY:
+                total.add(self.counters(index))
+        return total
 
     def read(self, index: int) -> SlotView:
         """A snapshot of one slot."""
@@ -119,23 +196,37 @@ class Scoreboard:
 class SlotWriter:
     """A worker's own slot. Each method is one memory store, cheap enough for every request."""
 
-    __slots__ = ("memory", "offset", "requests")
+    __slots__ = ("booted_at", "counts", "memory", "offset", "requests")
 
     def __init__(self, memory: mmap.mmap, offset: int) -> None:
         self.memory = memory
         self.offset = offset
         self.requests = 0
+        self.booted_at = 0.0
+        # status classes, duration buckets, duration sum, bytes: this worker's own running
+        # counters, mirrored into the slot by idle()
+        self.counts: list[float] = [0] * _SUM_INDEX + [0.0, 0]
 
     def busy(self, started: float, request_line: bytes) -> None:
         _BUSY.pack_into(
             self.memory, self.offset + 4, State.BUSY, started, started, self.requests, request_line
         )
 
-    def idle(self, now: float) -> None:
+    def idle(self, now: float, started: float, status: int, sent: int) -> None:
+        """A request ended: count it (status class, duration, bytes) and show the slot idle."""
         self.requests += 1
-        _IDLE.pack_into(self.memory, self.offset + 4, State.IDLE, 0.0, now, self.requests)
+        counts = self.counts
+        counts[_CLASS_INDEX[status // 100]] += 1
+        duration = now - started
+        counts[_N_CLASSES + bisect_left(DURATION_BUCKETS, duration)] += 1
+        counts[_SUM_INDEX] += duration
+        counts[_BYTES_INDEX] += sent
+        _DONE.pack_into(
+            self.memory, self.offset + 4, State.IDLE, 0.0, now, self.requests, self.booted_at, *counts
+        )
 
     def ready(self, now: float) -> None:
+        self.booted_at = _BOOTED.unpack_from(self.memory, self.offset + BOOTED_OFFSET)[0]
         _IDLE.pack_into(self.memory, self.offset + 4, State.IDLE, 0.0, now, self.requests)
 
     def heartbeat(self, now: float) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from forkserve import logs
+from forkserve.accesslog import after_request_hook
 from forkserve.config import Config
 from forkserve.http.connection import Connection, ServeContext
 from forkserve.http.head import HeadLimits
@@ -30,6 +31,7 @@ from forkserve.loader import AppLoadError, load_app
 from forkserve.logs import error_log
 from forkserve.proctitle import set_title
 from forkserve.proxy import ProxyTrust
+from forkserve.requestid import before_request_hook
 from forkserve.scoreboard import Scoreboard
 from forkserve.sockets import Listener
 from forkserve.wsgi import EnvironBuilder, ErrorStream
@@ -167,6 +169,8 @@ class Worker:
             wakeup_fd=self.wakeup_read,
             should_stop=self.should_stop,
             use_sendfile=config.sendfile,
+            before_request=before_request_hook(config.request_id_header, proxy),
+            after_request=after_request_hook(config.access_log_format, logs.access_log),
         )
 
     def should_stop(self) -> bool:

@@ -47,7 +47,8 @@ class ServeContext:
     wakeup_fd: int
     should_stop: Callable[[], bool]
     after_request: Callable[[dict[str, Any], Response, float], None] | None = None
-    before_request: Callable[[dict[str, Any]], None] | None = None
+    # (environ, response, peer address): e.g. the request id, which may add a response header
+    before_request: Callable[[dict[str, Any], Response, str], None] | None = None
     waiting_poller: select.poll = field(default_factory=select.poll)
     idle_poller: select.poll = field(default_factory=select.poll)
 
@@ -134,17 +135,20 @@ class Connection:
         ctx = self.ctx
         started = time.time()
         ctx.slot.busy(started, head.method + b" " + head.target[:REQUEST_LINE_ROOM])
+        status = sent = 0
         try:
-            return self._run_app(head, started)
+            keep_alive, status, sent = self._run_app(head, started)
+            return keep_alive
         finally:
-            ctx.slot.idle(time.time())
+            ctx.slot.idle(time.time(), started, status, sent)
 
-    def _run_app(self, head: RequestHead, started: float) -> bool:
+    def _run_app(self, head: RequestHead, started: float) -> tuple[bool, int, int]:
+        """Returns (may the connection carry another request, status sent, bytes sent)."""
         ctx = self.ctx
         has_body = head.chunked or bool(head.content_length)
         if has_body and ctx.body_limit and (head.content_length or 0) > ctx.body_limit:
             self._refuse(HttpError(413, f"Content-Length {head.content_length} over limit {ctx.body_limit}"))
-            return False
+            return False, 413, 0
         body = RequestBody(
             head.parser, self.sock, self.timeouts, ctx.body_timeout, ctx.body_limit, has_body,
             head.expect_continue,
@@ -168,7 +172,7 @@ class Connection:
         keep_alive = False
         try:
             if ctx.before_request is not None:
-                ctx.before_request(environ)
+                ctx.before_request(environ, response, self.remote_addr)
             result = ctx.app(environ, response.start_response)
             try:
                 response.finish(result)
@@ -181,6 +185,8 @@ class Connection:
             error_log.debug("client %s went away during %s: %s", self._peer(), _line(head), error)
         except HttpError as error:
             if body.failure is error or error is body.failure:
+                if not response.head_sent:
+                    response.status_code = error.status
                 self._refuse(error, sent=response.head_sent)
             else:
                 self._app_failed(head, response)
@@ -193,7 +199,7 @@ class Connection:
             keep_alive = body.drain(DRAIN_BUDGET)
         if ctx.after_request is not None:
             ctx.after_request(environ, response, started)
-        return keep_alive
+        return keep_alive, response.status_code, response.bytes_out
 
     def _app_failed(self, head: RequestHead, response: Response) -> None:
         error_log.exception("error handling %s from %s", _line(head), self._peer())
