@@ -22,9 +22,11 @@ from forkserve.cli import EXIT_BOOT_FAILED, EXIT_OK
 from forkserve.config import Config
 from forkserve.loader import AppLoadError, load_app, prepare_import_path
 from forkserve.logs import error_log
+from forkserve.metrics import Telemetry, unasked_exit_reason
 from forkserve.proctitle import set_title
 from forkserve.scoreboard import Scoreboard, State
 from forkserve.sockets import BindError, Listener, create_listeners, describe, systemd_fds
+from forkserve.stats import StatsServer, open_stats_server
 from forkserve.worker import EXIT_BOOT_FAILED as WORKER_BOOT_FAILED
 from forkserve.worker import Worker
 
@@ -64,6 +66,12 @@ class Arbiter:
         self.scoreboard: Scoreboard | None = None
         self.booted_one = False
         self.boot_failure: str | None = None
+        # Other fds the main loop waits on, each with the callback to run when it is ready
+        # (the stats endpoint registers its sockets here). Callbacks must not block.
+        self.extra_readers: dict[int, Callable[[], None]] = {}
+        self.extra_writers: dict[int, Callable[[], None]] = {}
+        self.telemetry = Telemetry()  # restarts, draining, loop tick: see forkserve.metrics
+        self.stats_server: StatsServer | None = None
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -85,14 +93,21 @@ class Arbiter:
                 io_timeout=self.config.body_timeout,
                 inherited=systemd_fds(os.environ),
             )
+            self.stats_server = open_stats_server(
+                self.config.stats_bind, self, self.extra_readers, self.extra_writers, self.config.umask
+            )
         except BindError as error:
             error_log.error("%s", error)
+            for listener in self.listeners:
+                listener.close()
             return EXIT_BIND_FAILED
         try:
             return self._serve()
         finally:
             for listener in self.listeners:
                 listener.close()
+            if self.stats_server is not None:
+                self.stats_server.close()
             self._call_hook("on_exit", self)
 
     def _serve(self) -> int:
@@ -110,6 +125,8 @@ class Arbiter:
         error_log.info("forkserve %s starting (master pid %d)", __version__, self.pid)
         for listener in self.listeners:
             error_log.info("listening at %s", describe(listener))
+        if self.stats_server is not None:
+            error_log.info("stats at %s (/metrics /stats /healthz /readyz)", self.stats_server.address)
         error_log.info(
             "%d workers (%s)", self.target_workers, self.config.sources.get("workers", "default")
         )
@@ -142,9 +159,12 @@ class Arbiter:
             self._wait(LOOP_TICK)
 
     def _wait(self, timeout: float) -> None:
-        """Sleep until a signal, a control message, or the timeout."""
+        """Sleep until a signal, a control message, an extra fd, or the timeout."""
+        self.telemetry.tick()
         try:
-            ready, _, _ = select.select([self.wakeup_read, self.control_read], [], [], timeout)
+            ready, writable, _ = select.select(
+                [self.wakeup_read, self.control_read, *self.extra_readers], [*self.extra_writers], [], timeout
+            )
         except InterruptedError:
             return
         if self.wakeup_read in ready:
@@ -153,6 +173,19 @@ class Arbiter:
                     pass
             except BlockingIOError:
                 pass
+        self._run_extra(ready, self.extra_readers)
+        self._run_extra(writable, self.extra_writers)
+
+    def _run_extra(self, ready: list[Any], callbacks: dict[int, Callable[[], None]]) -> None:
+        for fd in ready:
+            callback = callbacks.get(fd)
+            if callback is None:
+                continue
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 -- a helper's bug must not take the master down
+                error_log.exception("error handling fd %d in the master loop", fd)
+                callbacks.pop(fd, None)
 
     def handle_signals(self) -> None:
         """Act on every queued signal, in arrival order."""
@@ -227,6 +260,8 @@ class Arbiter:
         for fd in (self.wakeup_read, self.wakeup_write):
             os.close(fd)
         self.control_read.close()
+        if self.stats_server is not None:
+            self.stats_server.close(in_child=True)
         self.signal_queue.clear()
 
     def _retire_extra(self) -> None:
@@ -268,6 +303,9 @@ class Arbiter:
             booted = self.scoreboard.read(record.slot).state not in (State.BOOTING, State.EMPTY)
             self.scoreboard.release(record.slot)
             self._log_exit(record, status)
+            boot_failed = os.WIFEXITED(status) and os.WEXITSTATUS(status) == WORKER_BOOT_FAILED
+            if record.stop_sent_at is None and self.stopping is None and not boot_failed:
+                self.telemetry.record_restart(unasked_exit_reason(status), record.slot)
             self._call_hook("child_exit", self, record)
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == WORKER_BOOT_FAILED and not booted:
                 self._read_control()
