@@ -118,6 +118,10 @@ def _response_header(name: str) -> Atom:
         for header in response.headers:
             if isinstance(header, tuple) and len(header) == 2 and str(header[0]).lower() == name:
                 found = header[1]
+        for line in response.extra_head.splitlines():  # headers the server added (request id)
+            added, _, value = line.partition(": ")
+            if added.lower() == name:
+                found = value
         return _text(found)
 
     return atom
