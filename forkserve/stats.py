@@ -5,7 +5,7 @@ stuck — exactly when an operator needs it. The master must never block on it, 
 non-blocking HTTP/1.0 server driven by the master's select loop: the listening socket and each
 client socket are registered as readers (or writers, while a reply is being written) in the
 arbiter's ``extra_readers`` / ``extra_writers``, each with the callback that handles it. A request
-is bounded in size (431 beyond), at most MAX_CLIENTS are served at once (oldest stalled ones are
+is bounded in size (431 beyond), at most MAX_CLIENTS are served at once (stalled ones are
 dropped after CLIENT_DEADLINE), and every connection is closed after its one reply.
 """
 
@@ -136,10 +136,30 @@ class _Client:
             self.server.drop(self)
             return
         self.out = self.out[sent:]
+        fd = self.sock.fileno()
         if self.out:
-            self.server.writers[self.sock.fileno()] = self.on_writable
-        else:
+            self.server.writers[fd] = self.on_writable
+            return
+        # Lingering close: half-close, then discard what the client still sends until it closes,
+        # so unread input (a refused oversized head) cannot turn our close into a reset that
+        # destroys the reply before the client reads it.
+        self.server.writers.pop(fd, None)
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
             self.server.drop(self)
+            return
+        self.server.readers[fd] = self.on_lingering
+
+    def on_lingering(self) -> None:
+        try:
+            if self.sock.recv(65536):
+                return
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self.server.drop(self)
 
 
 class StatsServer:
