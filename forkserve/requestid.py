@@ -9,6 +9,7 @@ per request. The id is ``environ["forkserve.request_id"]`` and is echoed in the 
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 from collections.abc import Callable
@@ -25,25 +26,32 @@ _ACCEPTABLE = re.compile(r"[\x21-\x7e]{1,200}\Z")
 
 
 class RequestIds:
-    """Assigns the request id of each request a worker serves."""
+    """Assigns the request id of each request a worker serves.
+
+    ``assign`` is a closure over locals rather than a method: it runs on every request, and
+    attribute lookups are most of what it would cost.
+    """
 
     def __init__(self, header_name: str | None, proxy: ProxyTrust, prefix: str | None = None) -> None:
         incoming = header_name or DEFAULT_HEADER
-        self.environ_header = "HTTP_" + incoming.upper().replace("-", "_")
-        self.echo_prefix = f"{header_name}: " if header_name else ""
-        self.proxy = proxy
-        self.prefix = prefix if prefix is not None else secrets.token_hex(6)
-        self.counter = 0
+        environ_header = "HTTP_" + incoming.upper().replace("-", "_")
+        echo_prefix = f"{header_name}: " if header_name else ""
+        random_prefix = prefix if prefix is not None else secrets.token_hex(6)
+        counter = itertools.count(1)
+        acceptable = _ACCEPTABLE.match
+        trusts = proxy.trusts
 
-    def assign(self, environ: dict[str, Any], response: Response, peer: str) -> None:
-        """The ServeContext.before_request callback: set the id in the environ and the response."""
-        request_id = environ.get(self.environ_header)
-        if request_id is None or not _ACCEPTABLE.match(request_id) or not self.proxy.trusts(peer):
-            self.counter += 1  # a fresh id: this worker's random prefix and its request count
-            request_id = f"{self.prefix}{self.counter:08x}"
-        environ[ENVIRON_KEY] = request_id
-        if self.echo_prefix:
-            response.extra_head = self.echo_prefix + request_id + "\r\n"
+        def assign(environ: dict[str, Any], response: Response, peer: str) -> None:
+            """The ServeContext.before_request callback: the id into the environ and the response."""
+            request_id = environ.get(environ_header)
+            if request_id is None or not acceptable(request_id) or not trusts(peer):
+                # a fresh id: this worker's random prefix and its request count
+                request_id = f"{random_prefix}{next(counter):08x}"
+            environ[ENVIRON_KEY] = request_id
+            if echo_prefix:
+                response.extra_head = echo_prefix + request_id + "\r\n"
+
+        self.assign = assign
 
 
 def before_request_hook(

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-from pathlib import Path
 
 import pytest
 import requests
@@ -204,9 +203,10 @@ def test_logconfig_dict_routes_the_access_log(start_server, tmp_path):
     assert os.path.getsize(target) > 0 and server.stdout() == ""
 
 
-def test_capture_output_to_stderr_error_log(start_server):
-    server = start_server("-w", "1", "--capture-output", "observed_apps:printing")
+def test_capture_output_to_stderr_keeps_the_access_log_on_stdout(start_server):
+    server = start_server("-w", "1", "--capture-output", "--access-logfile", "-", "observed_apps:printing")
     requests.get(server.url + "/x", timeout=5)
-    wait_for(lambda: "app printed for /x" in server.log(), 10, message="app stdout in the error log")
-    assert "app printed" not in server.stdout()
-    assert Path(server.log_file.name).exists()
+    wait_for(lambda: "app printed for /x" in server.log() and '"GET /x HTTP/1.1" 200' in server.stdout(), 10,
+             message="app output in the error log, access line on stdout")
+    assert "app printed" not in server.stdout() and "app wrote fd 2" in server.log()
+    assert "GET /x" not in server.log()
