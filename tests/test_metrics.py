@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -170,3 +171,25 @@ def test_metrics_count_what_was_served_across_recycling_and_crashes(start_server
     document = json.loads(body)
     reasons = {worker["pid"]: worker["last_restart_reason"] for worker in document["workers"]}
     assert "crash" in reasons.values()
+
+
+def test_liveness_and_readiness_rules():
+    base = Snapshot(
+        master_pid=1, now=0.0, uptime=1.0, target_workers=2,
+        workers=[WorkerStats(0, 5, "idle", 0, None, None, None, 1.0, 0.0, None)] * 2,
+        totals=Counters(), restarts={}, listeners=[], draining=False, stopping=False, loop_age=0.5,
+        fully_booted=True, states={"booting": 0, "idle": 2, "busy": 0, "stopping": 0},
+    )
+
+    def snap(**changes):
+        return dataclasses.replace(base, **changes)
+
+    assert snap().liveness()[0] and snap().readiness() == (True, "2 worker(s) ready")
+    assert snap(draining=True).readiness() == (False, "draining")  # shutdown_delay sets this
+    assert snap(stopping=True).readiness() == (False, "shutting down")
+    assert snap(stopping=True).liveness()[0]  # shutting down is not dead
+    booting = snap(fully_booted=False, states={"booting": 1, "idle": 1, "busy": 0, "stopping": 0})
+    assert booting.readiness() == (False, "1 of 2 workers booted")
+    assert not snap(states={"booting": 2, "idle": 0, "busy": 0, "stopping": 0}).readiness()[0]
+    assert snap(loop_age=60.0).liveness() == (False, "master loop has not turned for 60.0s")
+    assert snap(workers=[]).liveness() == (False, "no worker processes")
