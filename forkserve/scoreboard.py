@@ -22,10 +22,12 @@ Slot layout (little-endian, offsets in bytes)::
     304 bytes_out      uint64    bytes written to clients (heads included)
     312 ...            free
 
-The counters are written together with the idle state in ONE ``struct.pack_into`` when a
-request ends (bytes 4..312; the request line is cleared at the same time, since an idle worker
-has no current request). A slot's counters die with its worker, so the master folds them into
-``Scoreboard.retired`` when it releases the slot: totals never go backwards when workers recycle.
+When a request ends the worker adds to its counters in place — four aligned 8-byte stores through
+a memoryview, no syscall, no lock, each one atomic for a reader — next to the one
+``struct.pack_into`` that marks the slot idle. (Measured with callgrind this costs less than
+folding the counters into that pack_into: converting twenty arguments is the expensive part.)
+A slot's counters die with its worker, so the master folds them into ``Scoreboard.retired``
+when it releases the slot: totals never go backwards when workers recycle.
 """
 
 from __future__ import annotations
@@ -72,9 +74,7 @@ _SUM_INDEX = _N_CLASSES + _N_BUCKETS
 _BYTES_INDEX = _SUM_INDEX + 1
 COUNTERS_OFFSET = 136
 _COUNTERS = struct.Struct(f"<{_N_CLASSES}Q{_N_BUCKETS}QdQ")
-# state, request_start, heartbeat, requests, (request line cleared), booted_at, counters...
-_DONE = struct.Struct(f"<B3xddQ{REQUEST_LINE_SIZE}xd{_N_CLASSES}Q{_N_BUCKETS}QdQ")  # at offset 4
-assert 4 + _DONE.size == COUNTERS_OFFSET + _COUNTERS.size <= 512
+assert COUNTERS_OFFSET % 8 == 0 and COUNTERS_OFFSET + _COUNTERS.size <= SLOT_SIZE
 
 
 @dataclass
@@ -194,18 +194,18 @@ class Scoreboard:
 
 
 class SlotWriter:
-    """A worker's own slot. Each method is one memory store, cheap enough for every request."""
+    """A worker's own slot. Each method is a few plain memory stores, cheap enough for every request."""
 
-    __slots__ = ("booted_at", "counts", "memory", "offset", "requests")
+    __slots__ = ("counters", "counters_base", "memory", "offset", "requests", "sums")
 
     def __init__(self, memory: mmap.mmap, offset: int) -> None:
         self.memory = memory
         self.offset = offset
         self.requests = 0
-        self.booted_at = 0.0
-        # status classes, duration buckets, duration sum, bytes: this worker's own running
-        # counters, mirrored into the slot by idle()
-        self.counts: list[float] = [0] * _SUM_INDEX + [0.0, 0]
+        # The slot's counters as arrays of 8-byte cells: each update is one aligned store.
+        self.counters = memoryview(memory).cast("Q")
+        self.sums = memoryview(memory).cast("d")
+        self.counters_base = (offset + COUNTERS_OFFSET) // 8
 
     def busy(self, started: float, request_line: bytes) -> None:
         _BUSY.pack_into(
@@ -215,18 +215,16 @@ class SlotWriter:
     def idle(self, now: float, started: float, status: int, sent: int) -> None:
         """A request ended: count it (status class, duration, bytes) and show the slot idle."""
         self.requests += 1
-        counts = self.counts
-        counts[_CLASS_INDEX[status // 100]] += 1
+        counters = self.counters
+        base = self.counters_base
+        counters[base + _CLASS_INDEX[status // 100]] += 1
         duration = now - started
-        counts[_N_CLASSES + bisect_left(DURATION_BUCKETS, duration)] += 1
-        counts[_SUM_INDEX] += duration
-        counts[_BYTES_INDEX] += sent
-        _DONE.pack_into(
-            self.memory, self.offset + 4, State.IDLE, 0.0, now, self.requests, self.booted_at, *counts
-        )
+        counters[base + _N_CLASSES + bisect_left(DURATION_BUCKETS, duration)] += 1
+        self.sums[base + _SUM_INDEX] += duration
+        counters[base + _BYTES_INDEX] += sent
+        _IDLE.pack_into(self.memory, self.offset + 4, State.IDLE, 0.0, now, self.requests)
 
     def ready(self, now: float) -> None:
-        self.booted_at = _BOOTED.unpack_from(self.memory, self.offset + BOOTED_OFFSET)[0]
         _IDLE.pack_into(self.memory, self.offset + 4, State.IDLE, 0.0, now, self.requests)
 
     def heartbeat(self, now: float) -> None:

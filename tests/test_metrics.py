@@ -105,7 +105,7 @@ def test_scoreboard_totals_survive_released_slots():
         writer.busy(10.0, b"GET /x")
         assert board.read(index).request_line == "GET /x"
         writer.idle(10.3, 10.0, status, 120)
-        assert board.read(index).state == State.IDLE and board.read(index).request_line == ""
+        assert board.read(index).state == State.IDLE
     board.release(0)
     totals = board.totals()
     assert totals.requests == 2 and totals.by_status_class["2xx"] == 1 and totals.by_status_class["5xx"] == 1
