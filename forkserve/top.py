@@ -1,7 +1,7 @@
 """``forkserve top``: a live terminal view of a running server, read from its stats endpoint.
 
-One line per worker (pid, state, requests served, memory, age, and the request it is serving
-with how long it has been at it), the totals by status class, restarts by reason and the listen
+One line per worker (pid, state, requests served, memory, age, why the worker it replaced was
+restarted, and the request it is serving with how long it has been at it), the totals by status class, restarts by reason and the listen
 queue depth — refreshed every second; ``q`` quits. It only reads ``GET /stats`` from the address
 given to the server as ``stats_bind``, so it works for any server the operator can reach.
 Plain curses from the standard library; ``--once`` prints one frame as text (for scripts).
@@ -106,7 +106,9 @@ def human_seconds(value: float | None) -> str:
     return f"{hours // 24}d{hours % 24:02d}h"
 
 
-WORKER_HEADER = f"{'PID':>8} {'STATE':<9}{'REQS':>9} {'RSS':>8} {'AGE':>8} {'REQ AGE':>8}  CURRENT REQUEST"
+WORKER_HEADER = (
+    f"{'PID':>8} {'STATE':<9}{'REQS':>9} {'RSS':>8} {'AGE':>8} {'REPLACED':<13}{'REQ AGE':>8}  CURRENT REQUEST"
+)
 
 
 def render_frame(stats: dict[str, Any] | None, address: str, problem: str | None = None) -> list[str]:
@@ -138,6 +140,7 @@ def render_frame(stats: dict[str, Any] | None, address: str, problem: str | None
         lines.append(
             f"{worker.get('pid'):>8} {worker.get('state', '?'):<9}{worker.get('requests', 0):>9} "
             f"{human_bytes(worker.get('rss_bytes')):>8} {human_seconds(worker.get('age')):>8} "
+            f"{worker.get('last_restart_reason') or '-':<13}"
             f"{human_seconds(worker.get('request_age')) if current else '':>8}  {current}"
         )
     lines += ["", "q quits; refresh every second"]
