@@ -26,7 +26,7 @@ MAX_CLIENTS = 32
 CLIENT_DEADLINE = 5.0
 STATS_BACKLOG = 64
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+            431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
 _INDEX = (
     "forkserve stats endpoint\n"
     "/metrics  Prometheus text format\n"
@@ -119,7 +119,11 @@ class _Client:
             self._reply(build_reply(400, "text/plain", b"bad request\n"))
             return
         method, path = request
-        status, content_type, body = route(self.server.master, method, path)
+        try:
+            status, content_type, body = route(self.server.master, method, path)
+        except Exception:  # noqa: BLE001 -- a bug in a report must cost one reply, never the master
+            error_log.exception("stats endpoint failed to answer %s %s", method, path)
+            status, content_type, body = 500, "text/plain", b"internal error; see the error log\n"
         self._reply(build_reply(status, content_type, body, head_only=method == "HEAD"))
 
     def _reply(self, data: bytes) -> None:
