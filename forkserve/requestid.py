@@ -3,8 +3,8 @@
 A trusted peer (``forwarded_allow_ips``, e.g. the nginx in front) may send its own id in the
 request header named by ``request_id_header`` (``X-Request-ID``); anyone else's is ignored, so a
 client cannot plant ids in our logs. Otherwise the worker makes one: a random per-worker prefix and
-a counter — unique across workers and restarts for practical purposes, and far cheaper than a uuid4
-per request. The id is ``environ["forkserve.request_id"]`` and is echoed in the response header.
+a counter (``3f9a1c0e5b7d-1042``) — unique across workers and restarts for practical purposes (48
+random bits per worker), and far cheaper than a uuid4 per request. The id is ``environ["forkserve.request_id"]`` and is echoed in the response header.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class RequestIds:
         incoming = header_name or DEFAULT_HEADER
         environ_header = "HTTP_" + incoming.upper().replace("-", "_")
         echo_prefix = f"{header_name}: " if header_name else ""
-        random_prefix = prefix if prefix is not None else secrets.token_hex(6)
+        random_prefix = (prefix if prefix is not None else secrets.token_hex(6)) + "-"
         counter = itertools.count(1)
         acceptable = _ACCEPTABLE.match
         trusts = proxy.trusts
@@ -45,8 +45,9 @@ class RequestIds:
             """The ServeContext.before_request callback: the id into the environ and the response."""
             request_id = environ.get(environ_header)
             if request_id is None or not acceptable(request_id) or not trusts(peer):
-                # a fresh id: this worker's random prefix and its request count
-                request_id = f"{random_prefix}{next(counter):08x}"
+                # a fresh id: this worker's random prefix and its request count (str() is the
+                # cheapest formatting: this runs on every request)
+                request_id = random_prefix + str(next(counter))
             environ[ENVIRON_KEY] = request_id
             if echo_prefix:
                 response.extra_head = echo_prefix + request_id + "\r\n"
