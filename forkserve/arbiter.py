@@ -249,6 +249,7 @@ class Arbiter:
             self._become_worker()
             worker.run()  # never returns
         self.scoreboard.set_pid(index, pid)
+        self.telemetry.worker_spawned(index)
         record = WorkerRecord(pid=pid, slot=index, spawned_at=time.monotonic())
         self.workers[pid] = record
         error_log.info("booting worker %d", pid)
@@ -305,7 +306,7 @@ class Arbiter:
             self._log_exit(record, status)
             boot_failed = os.WIFEXITED(status) and os.WEXITSTATUS(status) == WORKER_BOOT_FAILED
             if record.stop_sent_at is None and self.stopping is None and not boot_failed:
-                self.telemetry.record_restart(unasked_exit_reason(status), record.slot)
+                self.telemetry.record_restart(unasked_exit_reason(status))
             self._call_hook("child_exit", self, record)
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == WORKER_BOOT_FAILED and not booted:
                 self._read_control()

@@ -6,9 +6,10 @@ sockets (queue depth) and /proc (memory), plus the few facts only the master has
 loop last turned. A snapshot is taken per request to the stats endpoint — nothing is computed
 when nobody asks.
 
-For whoever supervises workers in the master: call ``arbiter.telemetry.record_restart(reason,
-slot)`` when a worker is replaced, with reason one of RESTART_REASONS (other strings are counted
-too); set ``arbiter.telemetry.draining = True`` when the master stops taking traffic but keeps
+For whoever supervises workers in the master: call ``arbiter.telemetry.record_restart(reason)``
+when a worker is being replaced (reason: one of RESTART_REASONS, or a description that starts
+with the setting behind it), ``arbiter.telemetry.worker_spawned(slot)`` when a worker is forked,
+and set ``arbiter.telemetry.draining = True`` when the master stops taking traffic but keeps
 serving (shutdown_delay): /readyz then fails.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -38,20 +40,48 @@ class Telemetry:
     def __init__(self) -> None:
         self.started_at = time.time()
         self.restarts: dict[str, int] = dict.fromkeys(RESTART_REASONS, 0)
-        self.last_restart_by_slot: dict[int, str] = {}
+        self.last_restart_by_slot: dict[int, str | None] = {}
         self.draining = False
         self.last_tick = time.monotonic()
         self.fully_booted = False
+        self._unclaimed: deque[str] = deque(maxlen=64)  # reasons whose replacement is not forked yet
 
-    def record_restart(self, reason: str, slot: int | None = None) -> None:
-        """Count a worker replaced for ``reason``; the next worker in ``slot`` shows it in /stats."""
-        self.restarts[reason] = self.restarts.get(reason, 0) + 1
-        if slot is not None:
-            self.last_restart_by_slot[slot] = reason
+    def record_restart(self, reason: str) -> None:
+        """Count a worker being replaced. ``reason`` is one of RESTART_REASONS or a description
+        starting with one of the settings behind them ("max_requests (500 served)",
+        "max_worker_memory (300 MB)", "max_worker_lifetime, 3600s old"); the worker forked next
+        shows the description in /stats as its ``last_restart_reason``."""
+        key = restart_reason_key(reason)
+        self.restarts[key] = self.restarts.get(key, 0) + 1
+        self._unclaimed.append(reason)
+
+    def worker_spawned(self, slot: int) -> None:
+        """A worker was forked into ``slot``: it replaces the oldest unclaimed restart, if any."""
+        self.last_restart_by_slot[slot] = self._unclaimed.popleft() if self._unclaimed else None
 
     def tick(self) -> None:
         """The master loop turned (for /healthz)."""
         self.last_tick = time.monotonic()
+
+
+_REASON_PREFIXES = (
+    ("max_requests", "max_requests"),
+    ("max_worker_memory", "memory"),
+    ("memory", "memory"),
+    ("max_worker_lifetime", "lifetime"),
+    ("lifetime", "lifetime"),
+    ("timeout", "timeout"),
+    ("crash", "crash"),
+)
+
+
+def restart_reason_key(reason: str) -> str:
+    """The metric label for a restart reason or its description (unknown ones keep their first word)."""
+    text = reason.strip().lower()
+    for prefix, key in _REASON_PREFIXES:
+        if text.startswith(prefix):
+            return key
+    return text.split(" ", 1)[0].strip(",:;()") or "unknown"
 
 
 def unasked_exit_reason(status: int) -> str:

@@ -15,7 +15,14 @@ from conftest import free_port, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from forkserve.backlog import QueueDepth
-from forkserve.metrics import ListenerStats, Snapshot, WorkerStats, render_prometheus
+from forkserve.metrics import (
+    ListenerStats,
+    Snapshot,
+    Telemetry,
+    WorkerStats,
+    render_prometheus,
+    restart_reason_key,
+)
 from forkserve.scoreboard import DURATION_BUCKETS, Counters, Scoreboard, State
 from forkserve.top import get
 
@@ -193,3 +200,18 @@ def test_liveness_and_readiness_rules():
     assert not snap(states={"booting": 2, "idle": 0, "busy": 0, "stopping": 0}).readiness()[0]
     assert snap(loop_age=60.0).liveness() == (False, "master loop has not turned for 60.0s")
     assert snap(workers=[]).liveness() == (False, "no worker processes")
+
+
+def test_restart_reasons_are_counted_and_shown_on_the_replacement():
+    telemetry = Telemetry()
+    telemetry.worker_spawned(0)  # a first start replaces nobody
+    telemetry.record_restart("max_requests (500 served)")
+    telemetry.record_restart("max_worker_memory (312.4 MB)")
+    telemetry.record_restart("timeout")
+    telemetry.worker_spawned(3)
+    telemetry.worker_spawned(1)
+    assert telemetry.restarts == {"max_requests": 1, "memory": 1, "lifetime": 0, "timeout": 1, "crash": 0}
+    assert telemetry.last_restart_by_slot == {0: None, 3: "max_requests (500 served)",
+                                              1: "max_worker_memory (312.4 MB)"}
+    assert restart_reason_key("max_worker_lifetime, 3600s old") == "lifetime"
+    assert restart_reason_key("crash") == "crash" and restart_reason_key("reload (HUP)") == "reload"
