@@ -246,12 +246,15 @@ def enabled(logger: logging.Logger) -> bool:
     return logger.isEnabledFor(logging.INFO) and logger.hasHandlers()
 
 
-def after_request_hook(
-    fmt: str, logger: logging.Logger
-) -> Callable[[dict[str, Any], Response, float], None] | None:
-    """The ServeContext.after_request callback writing access log lines, or None when the log is off."""
+AfterRequest = Callable[[dict[str, Any], Response, float], None]  # (environ, response, started)
+
+
+def after_request_hook(fmt: str, logger: logging.Logger, then: AfterRequest | None = None) -> AfterRequest | None:
+    """The ServeContext.after_request callback writing access log lines. With the log off it is
+    just ``then`` (another after_request callback, e.g. the post_request hook; None for none), so
+    an unused access log costs nothing; with the log on, the line is written first."""
     if not enabled(logger):
-        return None
+        return then
     formatter = compile_format(fmt)
     pid = os.getpid()
     render = formatter.render
@@ -260,4 +263,11 @@ def after_request_hook(
     def log_request(environ: dict[str, Any], response: Response, started: float) -> None:
         info(render(environ, response, time.time() - started, pid))
 
-    return log_request
+    if then is None:
+        return log_request
+
+    def log_request_then(environ: dict[str, Any], response: Response, started: float) -> None:
+        info(render(environ, response, time.time() - started, pid))
+        then(environ, response, started)
+
+    return log_request_then

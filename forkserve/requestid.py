@@ -18,6 +18,7 @@ from typing import Any
 from forkserve.http.response import Response
 from forkserve.proxy import ProxyTrust
 
+BeforeRequest = Callable[[dict[str, Any], Response, str], None]  # (environ, response, peer address)
 ENVIRON_KEY = "forkserve.request_id"
 DEFAULT_HEADER = "X-Request-ID"
 # What we accept from a trusted peer: visible ASCII, bounded (it goes into a response header and
@@ -32,7 +33,8 @@ class RequestIds:
     attribute lookups are most of what it would cost.
     """
 
-    def __init__(self, header_name: str | None, proxy: ProxyTrust, prefix: str | None = None) -> None:
+    def __init__(self, header_name: str | None, proxy: ProxyTrust, prefix: str | None = None,
+                 then: BeforeRequest | None = None) -> None:
         incoming = header_name or DEFAULT_HEADER
         environ_header = "HTTP_" + incoming.upper().replace("-", "_")
         echo_prefix = f"{header_name}: " if header_name else ""
@@ -52,11 +54,17 @@ class RequestIds:
             if echo_prefix:
                 response.extra_head = echo_prefix + request_id + "\r\n"
 
-        self.assign = assign
+        def assign_then(environ: dict[str, Any], response: Response, peer: str) -> None:
+            assign(environ, response, peer)
+            then(environ, response, peer)  # type: ignore[misc]
+
+        self.assign = assign if then is None else assign_then
 
 
 def before_request_hook(
-    header_name: str | None, proxy: ProxyTrust
-) -> Callable[[dict[str, Any], Response, str], None]:
-    """The callback a worker installs (call it after fork: the random prefix is per process)."""
-    return RequestIds(header_name, proxy).assign
+    header_name: str | None, proxy: ProxyTrust, then: BeforeRequest | None = None
+) -> BeforeRequest:
+    """The ServeContext.before_request a worker installs (after fork: the random prefix is per
+    process). ``then``, another before_request callback (e.g. the pre_request hook), runs after
+    the id is set, so it sees it."""
+    return RequestIds(header_name, proxy, then=then).assign

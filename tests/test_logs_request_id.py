@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socket
 
 import requests
 from conftest import free_port, wait_for
 
+from forkserve.accesslog import after_request_hook
 from forkserve.http.response import Response
 from forkserve.proxy import ProxyTrust
-from forkserve.requestid import RequestIds
+from forkserve.requestid import ENVIRON_KEY, RequestIds, before_request_hook
 
 
 def _environ_of(server, headers: dict[str, str] | None = None) -> tuple[dict[str, object], str]:
@@ -85,3 +87,33 @@ def test_header_name_setting_and_disabling_the_echo(start_server):
     quiet = start_server("-w", "1", "--request-id-header", "", "demo.wsgi:application")
     reply = requests.get(quiet.url + "/environ", timeout=5)
     assert "X-Request-ID" not in reply.headers and reply.json()["forkserve.request_id"]
+
+
+def test_hooks_chain_to_the_next_callback():
+    """The worker chains its own callbacks (pre_request/post_request hooks) behind ours."""
+    seen: list[object] = []
+    assign = before_request_hook("X-Request-ID", ProxyTrust([], {}),
+                                 then=lambda environ, response, peer: seen.append(environ[ENVIRON_KEY]))
+    environ: dict[str, object] = {}
+    assign(environ, Response(None, False, True, lambda: True), "10.0.0.9")  # type: ignore[arg-type]
+    assert seen == [environ[ENVIRON_KEY]]
+
+    quiet = logging.getLogger("forkserve.test.quiet")
+    quiet.setLevel(logging.CRITICAL + 1)
+    after = lambda environ, response, started: seen.append("after")
+    assert after_request_hook("%(h)s", quiet, then=after) is after  # log off: nothing added
+    assert after_request_hook("%(h)s", quiet) is None
+
+    lines: list[str] = []
+    loud = logging.getLogger("forkserve.test.loud")
+    loud.propagate = False
+    loud.setLevel(logging.INFO)
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    loud.addHandler(handler)
+    chained = after_request_hook("%(h)s %(s)s", loud, then=after)
+    assert chained is not None
+    response = Response(None, False, True, lambda: True)  # type: ignore[arg-type]
+    response.status_code = 204
+    chained({"REMOTE_ADDR": "10.0.0.9"}, response, 0.0)
+    assert lines == ["10.0.0.9 204"] and seen[-1] == "after"
