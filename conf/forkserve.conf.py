@@ -109,8 +109,8 @@ permit_obsolete_folding = False
 sendfile = True
 
 # Response header echoing the request id (taken from a trusted peer's header of that name or
-# generated). Empty to not echo it. [not implemented yet: issue 6 (logs and metrics); setting it only
-# warns] (command line: --request-id-header)
+# generated; the app sees it as environ['forkserve.request_id']). Empty to not echo it. (command line:
+# --request-id-header)
 request_id_header = 'X-Request-ID'
 
 # ---- Proxy -------------------------------------------------------------------------------------
@@ -130,8 +130,8 @@ secure_scheme_headers = {'X-FORWARDED-PROTOCOL': 'ssl', 'X-FORWARDED-PROTO': 'ht
 # Access log file; '-' is stdout. Off by default. (command line: --access-logfile)
 accesslog = None
 
-# Access log line format with gunicorn's atoms, or 'json' for one JSON object per line. (command line:
-# --access-logformat)
+# Access log line format with gunicorn's atoms (h l u t r s m U q H b B f a T D M L p {header}i
+# {header}o {var}e), or 'json' for one JSON object per line. (command line: --access-logformat)
 access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
 # Error log file; '-' is stderr. (command line: --error-logfile, --log-file)
@@ -143,8 +143,8 @@ loglevel = 'info'
 # A logging.config.dictConfig dictionary for full control (config file only).
 logconfig_dict = {}
 
-# Send the app's stdout and stderr to the error log. [not implemented yet: issue 6 (logs and metrics);
-# setting it only warns] (command line: --capture-output)
+# Send the processes' stdout and stderr (file descriptors 1 and 2) to the error log. (command line:
+# --capture-output)
 capture_output = False
 
 # ---- Process -----------------------------------------------------------------------------------
@@ -191,9 +191,9 @@ shutdown_delay = 0.0
 
 # ---- Stats -------------------------------------------------------------------------------------
 
-# Address where the master serves /metrics, /stats, /healthz and /readyz (HOST:PORT or unix:PATH). Off
-# by default. [not implemented yet: issue 6 (logs and metrics); setting it only warns] (command line:
-# --stats-bind)
+# Address where the master serves /metrics, /stats, /healthz and /readyz (HOST:PORT or unix:PATH),
+# from the scoreboard: it answers even when every worker is busy. Off by default. 'forkserve top
+# --stats ADDRESS' shows it live. (command line: --stats-bind)
 stats_bind = None
 
 # ---- Development -------------------------------------------------------------------------------

@@ -37,11 +37,13 @@ from forkserve.hooks import call_hook
 from forkserve.lifecycle import MasterLifecycle
 from forkserve.loader import AppLoadError, prepare_import_path
 from forkserve.logs import error_log
+from forkserve.metrics import Telemetry
 from forkserve.proctitle import set_title
 from forkserve.recycling import lifetime_limit
 from forkserve.scoreboard import Scoreboard, State
 from forkserve.sockets import BindError, Listener, create_listeners, describe
 from forkserve.stackdump import TIMEOUT_SIGNAL
+from forkserve.stats import StatsServer, open_stats_server
 from forkserve.watchdog import Overdue, RespawnBackoff, overdue, same_episode, stall_limit
 from forkserve.worker import EXIT_BOOT_FAILED as WORKER_BOOT_FAILED
 from forkserve.worker import Worker
@@ -126,6 +128,10 @@ class Arbiter:
         self.old_master_pid: int | None = None
         self.sockets_replace_binds = False  # systemd's sockets: a USR2 successor takes them as is
         self.lifecycle = MasterLifecycle(config)  # process model: pidfile, daemon, systemd, title
+        # Like extra_readers: fds the loop waits on to become writable (stats replies).
+        self.extra_writers: dict[int, Callable[[], None]] = {}
+        self.telemetry = Telemetry()  # restarts, draining, loop tick: see forkserve.metrics
+        self.stats_server: StatsServer | None = None
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -152,8 +158,13 @@ class Arbiter:
                 inherited=activated or (handover.fds if handover.replaces_binds else None),
                 handed_over=handover.fds,
             )
+            self.stats_server = open_stats_server(
+                self.config.stats_bind, self, self.extra_readers, self.extra_writers, self.config.umask
+            )
         except BindError as error:
             error_log.error("%s", error)
+            for listener in self.listeners:
+                listener.close()
             return EXIT_BIND_FAILED
         code = EXIT_BOOT_FAILED
         try:
@@ -165,6 +176,8 @@ class Arbiter:
             upgrading = self.new_master_pid is not None  # it uses our unix socket files now
             for listener in self.listeners:
                 listener.close(remove_path=not upgrading)
+            if self.stats_server is not None:
+                self.stats_server.close()
             self._hand_pidfile_to_new_master()
             call_hook(self.config, "on_exit", self)
             self.lifecycle.finished(code)  # pidfile removed if still ours, a waiting daemon launcher told
@@ -184,6 +197,8 @@ class Arbiter:
             error_log.info("upgrade: took over the listening sockets of master %d", self.old_master_pid)
         for listener in self.listeners:
             error_log.info("listening at %s", describe(listener))
+        if self.stats_server is not None:
+            error_log.info("stats at %s (/metrics /stats /healthz /readyz)", self.stats_server.address)
         error_log.info(
             "%d workers (%s)", self.target_workers, self.config.sources.get("workers", "default")
         )
@@ -235,10 +250,13 @@ class Arbiter:
             self.wait(self._next_wakeup())
 
     def wait(self, timeout: float) -> None:
-        """Sleep until a signal, a control message, an extra reader, or the timeout."""
+        """Sleep until a signal, a control message, an extra reader or writer, or the timeout."""
+        self.telemetry.tick()
         poller = select.poll()
         for fd in (self.wakeup_read, self.control_read.fileno(), *self.extra_readers):
             poller.register(fd, select.POLLIN)
+        for fd in self.extra_writers:  # (a stats client is never in both dicts)
+            poller.register(fd, select.POLLOUT)
         try:
             events = poller.poll(max(0.0, timeout) * 1000)
         except InterruptedError:
@@ -246,15 +264,21 @@ class Arbiter:
         for fd, mask in events:
             if fd == self.wakeup_read:
                 self._drain_wakeup()
-            elif fd in self.extra_readers:
-                if mask & select.POLLNVAL:
-                    error_log.error("extra reader fd %d is not open; dropping it", fd)
-                    del self.extra_readers[fd]
-                    continue
-                try:
-                    self.extra_readers[fd]()
-                except Exception:  # noqa: BLE001 -- a failing component must not stop supervision
-                    error_log.exception("reader callback for fd %d raised", fd)
+            else:
+                for callbacks in (self.extra_readers, self.extra_writers):
+                    if fd in callbacks:
+                        self._run_extra(fd, mask, callbacks)
+
+    def _run_extra(self, fd: int, mask: int, callbacks: dict[int, Callable[[], None]]) -> None:
+        if mask & select.POLLNVAL:
+            error_log.error("extra fd %d is not open; dropping it", fd)
+            del callbacks[fd]
+            return
+        try:
+            callbacks[fd]()
+        except Exception:  # noqa: BLE001 -- a failing component must not stop supervision
+            error_log.exception("callback for fd %d raised; dropping it", fd)
+            callbacks.pop(fd, None)
 
     def _drain_wakeup(self) -> None:
         try:
@@ -389,6 +413,7 @@ class Arbiter:
             self._become_worker()
             worker.run()  # never returns
         self.scoreboard.set_pid(index, pid)
+        self.telemetry.worker_spawned(index)
         record = WorkerRecord(
             pid=pid, slot=index, spawned_at=time.monotonic(), generation=self.generation,
             lifetime=lifetime_limit(self.config.max_worker_lifetime, self.config.max_worker_lifetime_jitter),
@@ -400,12 +425,13 @@ class Arbiter:
     def _become_worker(self) -> None:
         """In the child right after fork: drop the master's signal plumbing and extra readers."""
         signal.set_wakeup_fd(-1)
-        for fd in (self.wakeup_read, self.wakeup_write, *self.extra_readers):
+        for fd in (self.wakeup_read, self.wakeup_write, *self.extra_readers, *self.extra_writers):
             try:
                 os.close(fd)
             except OSError:
                 pass
         self.extra_readers.clear()
+        self.extra_writers.clear()
         self.control_read.close()
         self.signal_queue.clear()
 
@@ -492,6 +518,8 @@ class Arbiter:
             return
         if record.expected_exit:
             return
+        if not boot_failed:
+            self.telemetry.record_restart("crash")
         if boot_failed and not self.ever_ready:
             error_log.error("worker failed to boot: %s", (why or "see above").rstrip())
             error_log.error("shutting down: the app cannot be loaded")
@@ -569,6 +597,7 @@ class Arbiter:
 
     def _abort_worker(self, record: WorkerRecord, stuck: Overdue, state: State) -> None:
         record.abort_sent_at = time.monotonic()
+        self.telemetry.record_restart("timeout")
         if stuck.kind == "busy":
             error_log.error(
                 "worker %d timed out: '%s' has run %.1fs (timeout %gs); its stack follows, then it "
@@ -607,6 +636,7 @@ class Arbiter:
             return
         record.retiring = reason or "recycled"
         record.exiting = exiting
+        self.telemetry.record_restart(record.retiring)
         error_log.info(
             "worker %d is being recycled (%s); %s", record.pid, record.retiring,
             "it exits after its response" if exiting else "it stops once its replacement is ready",

@@ -196,8 +196,8 @@ def _settings() -> list[Setting]:
           ("--sendfile",), kind="flag"),
         s("request_id_header", "HTTP", "X-Request-ID", v.optional_string,
           "Response header echoing the request id (taken from a trusted peer's header of that name "
-          "or generated). Empty to not echo it.", ("--request-id-header",), "NAME",
-          pending="issue 6 (logs and metrics)"),
+          "or generated; the app sees it as environ['forkserve.request_id']). Empty to not echo it.",
+          ("--request-id-header",), "NAME"),
         # -- Proxy
         s("forwarded_allow_ips", "Proxy", ["127.0.0.1", "::1"], v.address_list,
           "Peers (addresses, CIDRs, or '*') whose forwarding headers are trusted: X-Forwarded-For "
@@ -215,7 +215,8 @@ def _settings() -> list[Setting]:
         s("accesslog", "Logging", None, v.optional_string,
           "Access log file; '-' is stdout. Off by default.", ("--access-logfile",), "FILE"),
         s("access_log_format", "Logging", DEFAULT_ACCESS_LOG_FORMAT, v.string,
-          "Access log line format with gunicorn's atoms, or 'json' for one JSON object per line.",
+          "Access log line format with gunicorn's atoms (h l u t r s m U q H b B f a T D M L p "
+          "{header}i {header}o {var}e), or 'json' for one JSON object per line.",
           ("--access-logformat",), "FORMAT"),
         s("errorlog", "Logging", "-", v.string,
           "Error log file; '-' is stderr.", ("--error-logfile", "--log-file"), "FILE"),
@@ -224,8 +225,8 @@ def _settings() -> list[Setting]:
         s("logconfig_dict", "Logging", {}, v.mapping,
           "A logging.config.dictConfig dictionary for full control (config file only)."),
         s("capture_output", "Logging", False, v.boolean,
-          "Send the app's stdout and stderr to the error log.", ("--capture-output",), kind="flag",
-          pending="issue 6 (logs and metrics)"),
+          "Send the processes' stdout and stderr (file descriptors 1 and 2) to the error log.",
+          ("--capture-output",), kind="flag"),
         # -- Process
         s("proc_name", "Process", None, v.optional_string,
           "Name in process titles. Default: the app spec.", ("-n", "--name"), "NAME"),
@@ -262,8 +263,8 @@ def _settings() -> list[Setting]:
         # -- Stats
         s("stats_bind", "Stats", None, v.optional_string,
           "Address where the master serves /metrics, /stats, /healthz and /readyz "
-          "(HOST:PORT or unix:PATH). Off by default.", ("--stats-bind",), "ADDRESS",
-          pending="issue 6 (logs and metrics)"),
+          "(HOST:PORT or unix:PATH), from the scoreboard: it answers even when every worker is busy. "
+          "Off by default. 'forkserve top --stats ADDRESS' shows it live.", ("--stats-bind",), "ADDRESS"),
         # -- Development
         s("reload", "Development", False, v.boolean,
           "Restart a worker when a source file of the app it imported changes (polled once a "

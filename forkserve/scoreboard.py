@@ -15,8 +15,20 @@ Slot layout (little-endian, offsets in bytes)::
     24  requests       uint64    requests served by this worker
     32  request_line   96 bytes  "METHOD /path" of the current request, NUL padded
     128 booted_at      float64   when the worker process started
-    136 ...            reserved for counters (metrics)
+    136 status_counts  6 x uint64   responses by status class: 1xx 2xx 3xx 4xx 5xx other
+    184 buckets        14 x uint64  request durations, one count per bucket of DURATION_BUCKETS
+                                    (not cumulative; the last is +Inf)
+    296 duration_sum   float64   seconds spent on requests, summed
+    304 bytes_out      uint64    bytes written to clients (heads included)
+    312 ...            free
     504 drain          uint8     set by the master before a shutdown TERM: serve the backlog first
+
+When a request ends the worker adds to its counters in place — four aligned 8-byte stores through
+a memoryview, no syscall, no lock, each one atomic for a reader — next to the one
+``struct.pack_into`` that marks the slot idle. (Measured with callgrind this costs less than
+folding the counters into that pack_into: converting twenty arguments is the expensive part.)
+A slot's counters die with its worker, so the master folds them into ``Scoreboard.retired``
+when it releases the slot: totals never go backwards when workers recycle.
 """
 
 from __future__ import annotations
@@ -24,7 +36,8 @@ from __future__ import annotations
 import mmap
 import struct
 import time
-from dataclasses import dataclass
+from bisect import bisect_left
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 SLOT_SIZE = 512
@@ -56,6 +69,46 @@ LINE_OFFSET = 32
 BOOTED_OFFSET = 128
 DRAIN_OFFSET = 504
 
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
+# code // 100 -> index in STATUS_CLASSES; 0 (no response was started) and 6..9 are "other"
+_CLASS_INDEX = (5, 0, 1, 2, 3, 4, 5, 5, 5, 5)
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_N_CLASSES = len(STATUS_CLASSES)
+_N_BUCKETS = len(DURATION_BUCKETS) + 1  # + the +Inf bucket
+_SUM_INDEX = _N_CLASSES + _N_BUCKETS
+_BYTES_INDEX = _SUM_INDEX + 1
+COUNTERS_OFFSET = 136
+_COUNTERS = struct.Struct(f"<{_N_CLASSES}Q{_N_BUCKETS}QdQ")
+assert COUNTERS_OFFSET % 8 == 0 and COUNTERS_OFFSET + _COUNTERS.size <= SLOT_SIZE
+
+
+@dataclass
+class Counters:
+    """Request counters: one worker's, or the sum over many (live slots plus retired ones)."""
+
+    requests: int = 0
+    status: list[int] = field(default_factory=lambda: [0] * _N_CLASSES)
+    buckets: list[int] = field(default_factory=lambda: [0] * _N_BUCKETS)
+    duration_sum: float = 0.0
+    bytes_out: int = 0
+
+    def add(self, other: Counters) -> None:
+        """Fold another set of counters into this one."""
+        self.requests += other.requests
+        self.status = [mine + theirs for mine, theirs in zip(self.status, other.status, strict=True)]
+        self.buckets = [mine + theirs for mine, theirs in zip(self.buckets, other.buckets, strict=True)]
+        self.duration_sum += other.duration_sum
+        self.bytes_out += other.bytes_out
+
+    @property
+    def by_status_class(self) -> dict[str, int]:
+        return dict(zip(STATUS_CLASSES, self.status, strict=True))
+
+    @property
+    def timed(self) -> int:
+        """How many requests the duration histogram holds."""
+        return sum(self.buckets)
+
 
 @dataclass(frozen=True)
 class SlotView:
@@ -77,6 +130,7 @@ class Scoreboard:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.memory = mmap.mmap(-1, capacity * SLOT_SIZE, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+        self.retired = Counters()  # the master's own memory: counters of released slots
 
     def free_slot(self) -> int:
         """Index of a slot owned by no worker. Raises RuntimeError when all are taken."""
@@ -98,7 +152,8 @@ class Scoreboard:
         _PID.pack_into(self.memory, index * SLOT_SIZE, pid)
 
     def release(self, index: int) -> None:
-        """Mark a slot empty after its worker has been reaped."""
+        """Mark a slot empty after its worker has been reaped, keeping its counters in ``retired``."""
+        self.retired.add(self.counters(index))
         offset = index * SLOT_SIZE
         self.memory[offset:offset + SLOT_SIZE] = bytes(SLOT_SIZE)
 
@@ -109,6 +164,27 @@ class Scoreboard:
         empty, and the other workers are still serving it.
         """
         _STATE.pack_into(self.memory, index * SLOT_SIZE + DRAIN_OFFSET, 1)
+    def counters(self, index: int) -> Counters:
+        """One slot's request counters (a snapshot; the worker may be updating them)."""
+        offset = index * SLOT_SIZE
+        values = _COUNTERS.unpack_from(self.memory, offset + COUNTERS_OFFSET)
+        requests = _HEAD.unpack_from(self.memory, offset)[4]
+        return Counters(
+            requests,
+            list(values[:_N_CLASSES]),
+            list(values[_N_CLASSES:_SUM_INDEX]),
+            values[_SUM_INDEX],
+            values[_BYTES_INDEX],
+        )
+
+    def totals(self) -> Counters:
+        """Counters of every request served since start: live slots plus released ones."""
+        total = Counters()
+        total.add(self.retired)
+        for index in range(self.capacity):
+            if _STATE.unpack_from(self.memory, index * SLOT_SIZE + 4)[0] != State.EMPTY:
+                total.add(self.counters(index))
+        return total
 
     def read(self, index: int) -> SlotView:
         """A snapshot of one slot."""
@@ -130,14 +206,18 @@ class Scoreboard:
 
 
 class SlotWriter:
-    """A worker's own slot. Each method is one memory store, cheap enough for every request."""
+    """A worker's own slot. Each method is a few plain memory stores, cheap enough for every request."""
 
-    __slots__ = ("memory", "offset", "requests")
+    __slots__ = ("counters", "counters_base", "memory", "offset", "requests", "sums")
 
     def __init__(self, memory: mmap.mmap, offset: int) -> None:
         self.memory = memory
         self.offset = offset
         self.requests = 0
+        # The slot's counters as arrays of 8-byte cells: each update is one aligned store.
+        self.counters = memoryview(memory).cast("Q")
+        self.sums = memoryview(memory).cast("d")
+        self.counters_base = (offset + COUNTERS_OFFSET) // 8
 
     def busy(self, started: float, request_line: bytes) -> None:
         _BUSY.pack_into(
@@ -145,11 +225,19 @@ class SlotWriter:
         )
 
     def client_wait(self) -> None:
-        """Blocked on the client within a request; busy() ends it. (issue 3, http branch)"""
+        """Blocked on the client within a request (not time in the app); busy() ends it."""
         _STATE.pack_into(self.memory, self.offset + 4, State.CLIENT)
 
-    def idle(self, now: float) -> None:
+    def idle(self, now: float, started: float, status: int, sent: int) -> None:
+        """A request ended: count it (status class, duration, bytes) and show the slot idle."""
         self.requests += 1
+        counters = self.counters
+        base = self.counters_base
+        counters[base + _CLASS_INDEX[status // 100]] += 1
+        duration = now - started
+        counters[base + _N_CLASSES + bisect_left(DURATION_BUCKETS, duration)] += 1
+        self.sums[base + _SUM_INDEX] += duration
+        counters[base + _BYTES_INDEX] += sent
         _IDLE.pack_into(self.memory, self.offset + 4, State.IDLE, 0.0, now, self.requests)
 
     def ready(self, now: float) -> None:

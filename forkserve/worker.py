@@ -33,6 +33,7 @@ from contextlib import suppress
 from typing import Any
 
 from forkserve import logs, privileges, reloader, stackdump, worker_monitor
+from forkserve.accesslog import after_request_hook
 from forkserve.config import Config
 from forkserve.hooks import HookRequest, call_hook
 from forkserve.http.connection import Connection, ServeContext
@@ -43,6 +44,7 @@ from forkserve.logs import error_log
 from forkserve.proctitle import set_title
 from forkserve.proxy import ProxyTrust
 from forkserve.recycling import MB, NO_LIMIT, RssProbe, request_limit
+from forkserve.requestid import before_request_hook
 from forkserve.scoreboard import Scoreboard
 from forkserve.sockets import Listener
 from forkserve.wsgi import EnvironBuilder, ErrorStream
@@ -238,9 +240,16 @@ class Worker:
             wakeup_fd=self.wakeup_read,
             should_stop=self.should_stop,
             use_sendfile=config.sendfile,
-            # Installed only when configured: unconfigured requests pay nothing for them.
-            before_request=self._before_request if config.hook("pre_request") else None,
-            after_request=self._after_request if wants_after else None,
+            # Each callback is installed only when something needs it: an unconfigured request pays
+            # nothing. The request id comes first, so pre_request hooks can see it.
+            before_request=before_request_hook(
+                config.request_id_header, proxy,
+                then=self._before_request if config.hook("pre_request") else None,
+            ),
+            after_request=after_request_hook(
+                config.access_log_format, logs.access_log,
+                then=self._after_request if wants_after else None,
+            ),
         )
 
     def should_stop(self) -> bool:
@@ -260,7 +269,7 @@ class Worker:
         if not self._tell_master({"event": "retire", "reason": f"max_requests ({served} served)"}):
             self.stopping = True  # no master to hand over to: just go
 
-    def _before_request(self, environ: dict[str, Any]) -> None:
+    def _before_request(self, environ: dict[str, Any], response: Response, peer: str) -> None:
         self.current_request = HookRequest(environ)
         call_hook(self.config, "pre_request", self, self.current_request)
 

@@ -48,7 +48,8 @@ class ServeContext:
     wakeup_fd: int
     should_stop: Callable[[], bool]
     after_request: Callable[[dict[str, Any], Response, float], None] | None = None
-    before_request: Callable[[dict[str, Any]], None] | None = None
+    # (environ, response, peer address): e.g. the request id, which may add a response header
+    before_request: Callable[[dict[str, Any], Response, str], None] | None = None
     waiting_poller: select.poll = field(default_factory=select.poll)
     idle_poller: select.poll = field(default_factory=select.poll)
 
@@ -141,16 +142,20 @@ class Connection:
         line = head.method + b" " + head.target[:REQUEST_LINE_ROOM]
         ctx.slot.busy(started, line)
         ctx.waits.start_request(started, line)
+        leftover, status, sent = None, 0, 0
         try:
-            return self._run_app(head, started)
+            leftover, status, sent = self._run_app(head, started)
+            return leftover
         finally:
-            ctx.slot.idle(time.time())
+            ctx.slot.idle(time.time(), started, status, sent)
 
-    def _run_app(self, head: RequestHead, started: float) -> bytes | None:
+    def _run_app(self, head: RequestHead, started: float) -> tuple[bytes | None, int, int]:
+        """(the bytes already received after this request if the connection may carry another,
+        else None; the status sent; the bytes sent)."""
         ctx = self.ctx
         if ctx.body_limit and (head.content_length or 0) > ctx.body_limit:
             self._refuse(HttpError(413, f"Content-Length {head.content_length} over limit {ctx.body_limit}"))
-            return None
+            return None, 413, 0
         body = RequestBody(
             self.sock, self.timeouts, ctx.body_timeout, ctx.body_limit, head.parser.trailing_data[0],
             head.content_length, head.chunked, head.expect_continue, ctx.waits,
@@ -159,7 +164,7 @@ class Connection:
             environ = self.builder.build(head, self.remote_addr, self.remote_port, body)
         except HttpError as error:  # e.g. contradictory scheme headers from a trusted proxy
             self._refuse(error)
-            return None
+            return None, error.status, 0
 
         def decide_keep_alive() -> bool:
             return (
@@ -179,7 +184,7 @@ class Connection:
         keep_alive = False
         try:
             if ctx.before_request is not None:
-                ctx.before_request(environ)
+                ctx.before_request(environ, response, self.remote_addr)
             result = ctx.app(environ, response.start_response)
             try:
                 response.finish(result)
@@ -192,6 +197,8 @@ class Connection:
             error_log.debug("client %s went away during %s: %s", self._peer(), _line(head), error)
         except HttpError as error:
             if body.failure is error or error is body.failure:
+                if not response.head_sent:
+                    response.status_code = error.status
                 self._refuse(error, sent=response.head_sent)
             else:
                 self._app_failed(head, response)
@@ -204,11 +211,12 @@ class Connection:
             keep_alive = body.drain(DRAIN_BUDGET)
         if ctx.after_request is not None:
             ctx.after_request(environ, response, started)
+        outcome = response.status_code, response.bytes_out
         if keep_alive:
-            return body.leftover
+            return body.leftover, *outcome
         if body.failure is None and (not body.complete or body.has_leftover):
             self._linger()  # unread request bytes: closing now would reset the response away
-        return None
+        return None, *outcome
 
     def _app_failed(self, head: RequestHead, response: Response) -> None:
         error_log.exception("error handling %s from %s", _line(head), self._peer())

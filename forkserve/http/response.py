@@ -50,6 +50,7 @@ class Response:
         "bytes_out",
         "content_length",
         "decide_keep_alive",
+        "extra_head",
         "framing",
         "head_sent",
         "headers",
@@ -90,6 +91,7 @@ class Response:
         self.keep_alive = False
         self.status_code = 0
         self.overflow = False
+        self.extra_head = ""  # complete header lines the server adds (e.g. the request id)
 
     # -- the WSGI side ---------------------------------------------------------------------
 
@@ -218,6 +220,8 @@ class Response:
             lines.append("Connection: keep-alive\r\n")
         if not has_server:
             lines.append(SERVER_LINE)
+        if self.extra_head:
+            lines.append(self.extra_head)
         if not has_date:
             lines.append(date_line(time.time()))
         lines.append("\r\n")
