@@ -28,7 +28,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forkserve import __version__, logs, pidfile, reexec, reload, systemd
 from forkserve.cli import EXIT_BOOT_FAILED, EXIT_OK, UsageError
@@ -43,10 +43,12 @@ from forkserve.recycling import lifetime_limit
 from forkserve.scoreboard import Scoreboard, State
 from forkserve.sockets import BindError, Listener, create_listeners, describe
 from forkserve.stackdump import TIMEOUT_SIGNAL
-from forkserve.stats import StatsServer, open_stats_server
 from forkserve.watchdog import Overdue, RespawnBackoff, overdue, same_episode, stall_limit
 from forkserve.worker import EXIT_BOOT_FAILED as WORKER_BOOT_FAILED
 from forkserve.worker import Worker
+
+if TYPE_CHECKING:
+    from forkserve.stats import StatsServer
 
 EXIT_BIND_FAILED = 1
 LOOP_TICK = 1.0
@@ -158,9 +160,12 @@ class Arbiter:
                 inherited=activated or (handover.fds if handover.replaces_binds else None),
                 handed_over=handover.fds,
             )
-            self.stats_server = open_stats_server(
-                self.config.stats_bind, self, self.extra_readers, self.extra_writers, self.config.umask
-            )
+            if self.config.stats_bind:  # imported only when used: workers need none of it
+                from forkserve.stats import open_stats_server
+
+                self.stats_server = open_stats_server(
+                    self.config.stats_bind, self, self.extra_readers, self.extra_writers, self.config.umask
+                )
         except BindError as error:
             error_log.error("%s", error)
             for listener in self.listeners:

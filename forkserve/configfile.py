@@ -9,7 +9,6 @@ with ``_`` (helpers) are allowed.
 from __future__ import annotations
 
 import ast
-import difflib
 import traceback
 import types
 from collections.abc import Iterable
@@ -112,6 +111,8 @@ def read_config_file(path: str | Path, known: Iterable[str]) -> dict[str, tuple[
         if name not in known:
             if name in imported and line is None:
                 continue  # 'from x import y': a helper, not an attempt at a setting
+            import difflib  # only when there is a mistake to explain
+
             close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
             hint = f" — did you mean '{close[0]}'?" if close else " (prefix helper names with '_')"
             where = f" line {line}" if line else ""

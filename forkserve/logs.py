@@ -11,7 +11,6 @@ reopen happens in the main loops, never in a signal handler.
 from __future__ import annotations
 
 import logging
-import logging.config
 import os
 import sys
 import time
@@ -72,7 +71,9 @@ def setup(config: Config) -> None:
         access_log.setLevel(logging.CRITICAL + 1)
 
     if config.logconfig_dict:
-        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False, **config.logconfig_dict})
+        from logging import config as logging_config  # only when asked: it pulls in socketserver...
+
+        logging_config.dictConfig({"version": 1, "disable_existing_loggers": False, **config.logconfig_dict})
     if config.capture_output:
         capture_output(config.errorlog)
 

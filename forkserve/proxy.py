@@ -46,6 +46,10 @@ class ProxyTrust:
             ("HTTP_" + name.upper().replace("-", "_"), wanted.lower())
             for name, wanted in secure_scheme_headers.items()
         ]
+        # The environ keys apply() looks at: a request carrying none of them skips it.
+        self.keys = frozenset(
+            [key for key, _ in self.scheme_keys] + ["HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED"]
+        )
         self._verdicts: dict[str, bool] = {}
 
     def trusts(self, address: str) -> bool:

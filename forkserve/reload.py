@@ -18,7 +18,6 @@ import importlib
 import os
 import site
 import sys
-import sysconfig
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
@@ -47,6 +46,8 @@ def apply_raw_env(config: Config) -> None:
 
 
 def _installed_roots() -> tuple[str, ...]:
+    import sysconfig  # only for --reload / a preload reload: keep it out of every worker
+
     paths = sysconfig.get_paths()
     roots = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
     user_site = site.getusersitepackages() if site.ENABLE_USER_SITE else None

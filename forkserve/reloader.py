@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import site
 import sys
-import sysconfig
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -31,6 +30,8 @@ _load_error_files: dict[str, int | None] = {}
 
 def _library_roots() -> tuple[str, ...]:
     """Directories whose modules are not the app's: stdlib, site-packages, forkserve itself."""
+    import sysconfig  # only for --reload / a preload reload: keep it out of every worker
+
     paths = sysconfig.get_paths()
     roots = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
     roots.update(site.getsitepackages())

@@ -10,8 +10,8 @@ random bits per worker), and far cheaper than a uuid4 per request. The id is ``e
 from __future__ import annotations
 
 import itertools
+import os
 import re
-import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +38,7 @@ class RequestIds:
         incoming = header_name or DEFAULT_HEADER
         environ_header = "HTTP_" + incoming.upper().replace("-", "_")
         echo_prefix = f"{header_name}: " if header_name else ""
-        random_prefix = (prefix if prefix is not None else secrets.token_hex(6)) + "-"
+        random_prefix = (prefix if prefix is not None else os.urandom(6).hex()) + "-"
         counter = itertools.count(1)
         acceptable = _ACCEPTABLE.match
         trusts = proxy.trusts

@@ -85,6 +85,7 @@ def _tune_listener(sock: socket.socket, header_timeout: float, io_timeout: float
     """Options every accepted connection inherits, set once here instead of per connection."""
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(header_timeout))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(io_timeout))
     sock.setblocking(False)

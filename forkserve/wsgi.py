@@ -113,6 +113,7 @@ class EnvironBuilder:
         self.drop_underscores = header_map != "dangerous"
         self.default_port = listener.server_port
         self.default_name = listener.server_name
+        self._hosts: dict[bytes, tuple[str, str]] = {}  # Host header -> (SERVER_NAME, SERVER_PORT)
         self.base: dict[str, Any] = {
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": "http",
@@ -137,7 +138,7 @@ class EnvironBuilder:
             query = query.split(b"#", 1)[0]
         elif b"#" in path:
             path = path.split(b"#", 1)[0]
-        path_info = decode_path(path)
+        path_info = path.decode("latin-1") if b"%" not in path else decode_path(path)
         script_name = self.script_name
         if script_name and (path_info == script_name or path_info.startswith(script_name + "/")):
             path_info = path_info[len(script_name):]
@@ -166,7 +167,8 @@ class EnvironBuilder:
         if head.host and "HTTP_HOST" in environ:
             environ["HTTP_HOST"] = head.host.decode("latin-1")
 
-        self.proxy.apply(environ)
+        if not self.proxy.keys.isdisjoint(environ):  # only requests with forwarding headers
+            self.proxy.apply(environ)
         self._server_name_port(environ, head.host)
         return environ
 
@@ -175,14 +177,18 @@ class EnvironBuilder:
             environ["SERVER_NAME"] = self.default_name
             environ["SERVER_PORT"] = self.default_port
             return
-        text = host.decode("latin-1")
-        if text.startswith("["):
-            name, _, rest = text.partition("]")
-            name += "]"
-            port = rest[1:]
-        else:
-            name, _, port = text.partition(":")
-        environ["SERVER_NAME"] = name
+        known = self._hosts.get(host)
+        if known is None:
+            text = host.decode("latin-1")
+            if text.startswith("["):
+                name, _, rest = text.partition("]")
+                known = (name + "]", rest[1:])
+            else:
+                name, _, port = text.partition(":")
+                known = (name, port)
+            if len(self._hosts) < 256:  # a handful of names in practice; bounded against junk
+                self._hosts[host] = known
+        environ["SERVER_NAME"], port = known
         environ["SERVER_PORT"] = port or ("443" if environ["wsgi.url_scheme"] == "https" else "80")
 
 

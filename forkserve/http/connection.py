@@ -157,7 +157,7 @@ class Connection:
             self._refuse(HttpError(413, f"Content-Length {head.content_length} over limit {ctx.body_limit}"))
             return None, 413, 0
         body = RequestBody(
-            self.sock, self.timeouts, ctx.body_timeout, ctx.body_limit, head.parser.trailing_data[0],
+            self.sock, self.timeouts, ctx.body_timeout, ctx.body_limit, head.leftover,
             head.content_length, head.chunked, head.expect_continue, ctx.waits,
         )
         try:

@@ -28,7 +28,6 @@ HOP_BY_HOP = frozenset(
 COALESCE_LIMIT = 65536
 SERVER_LINE = "Server: forkserve\r\n"
 
-_checked_names: set[str] = set()
 
 
 class AppError(Exception):
@@ -41,6 +40,57 @@ class ClientTooSlow(ClientDisconnected):
 
 # Framing modes
 LENGTH, CHUNKED, CLOSE, NO_BODY = 1, 2, 3, 4
+
+
+_HeaderBlock = tuple[str, "int | None", bool, bool, bool]
+_header_blocks: dict[tuple[tuple[str, str], ...], _HeaderBlock] = {}
+HEADER_BLOCK_CACHE_SIZE = 512
+
+
+def app_header_block(headers: list[tuple[str, str]]) -> _HeaderBlock:
+    """The app's headers checked and joined: (text, Content-Length, has Date, has Server, asks
+    to close). Apps send the same few header lists over and over, so results are cached by the
+    list's contents; a list seen for the first time (or with unhashable items) is checked here."""
+    try:
+        key = tuple(headers)
+        cached = _header_blocks.get(key)
+    except TypeError:  # an item is not a tuple of strings: let the check below say so
+        key, cached = None, None
+    if cached is not None:
+        return cached
+    lines: list[str] = []
+    content_length: int | None = None
+    has_date = has_server = app_close = False
+    for item in headers:
+        if type(item) is not tuple or len(item) != 2:
+            raise AppError(f"header must be a (name, value) tuple, got {item!r}")
+        name, value = item
+        if type(name) is not str or not _TOKEN.match(name):
+            raise AppError(f"invalid header name {name!r}")
+        if type(value) is not str or "\n" in value or "\r" in value:
+            raise AppError(f"invalid value for header {name}: {value!r}")
+        lowered = name.lower()
+        if lowered == "content-length":
+            if not value.strip().isdigit():
+                raise AppError(f"invalid Content-Length {value!r}")
+            content_length = int(value)
+            continue
+        if lowered == "connection":
+            app_close = "close" in value.lower()
+            continue
+        if lowered in HOP_BY_HOP:
+            raise AppError(f"hop-by-hop header {name} is the server's to set")
+        if lowered == "date":
+            has_date = True
+        elif lowered == "server":
+            has_server = True
+        lines += (name, ": ", value, "\r\n")
+    result = ("".join(lines), content_length, has_date, has_server, app_close)
+    if key is not None:
+        if len(_header_blocks) >= HEADER_BLOCK_CACHE_SIZE:
+            _header_blocks.clear()  # per-request values (cookies, timings) must not pile up
+        _header_blocks[key] = result
+    return result
 
 
 class Response:
@@ -158,36 +208,8 @@ class Response:
         if self.status is None:
             raise AppError("the app returned a body without calling start_response")
         code = self.status_code
-        lines = ["HTTP/1.1 ", self.status, "\r\n"]
-        content_length: int | None = None
-        has_date = has_server = app_close = False
-        for item in self.headers:
-            if type(item) is not tuple or len(item) != 2:
-                raise AppError(f"header must be a (name, value) tuple, got {item!r}")
-            name, value = item
-            if name not in _checked_names:
-                if type(name) is not str or not _TOKEN.match(name):
-                    raise AppError(f"invalid header name {name!r}")
-                if len(_checked_names) < 1024:
-                    _checked_names.add(name)
-            if type(value) is not str or "\n" in value or "\r" in value:
-                raise AppError(f"invalid value for header {name}: {value!r}")
-            lowered = name.lower()
-            if lowered == "content-length":
-                if not value.strip().isdigit():
-                    raise AppError(f"invalid Content-Length {value!r}")
-                content_length = int(value)
-                continue
-            if lowered == "connection":
-                app_close = "close" in value.lower()
-                continue
-            if lowered in HOP_BY_HOP:
-                raise AppError(f"hop-by-hop header {name} is the server's to set")
-            if lowered == "date":
-                has_date = True
-            elif lowered == "server":
-                has_server = True
-            lines += (name, ": ", value, "\r\n")
+        block, content_length, has_date, has_server, app_close = app_header_block(self.headers)
+        lines = ["HTTP/1.1 ", self.status, "\r\n", block]
 
         if code < 200:
             raise AppError(f"status {self.status!r} is interim (1xx), not a final response")
