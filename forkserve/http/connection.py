@@ -27,7 +27,8 @@ from forkserve.wsgi import EnvironBuilder
 
 DRAIN_BUDGET = 256 * 1024
 LINGER_SECONDS = 2.0
-IDLE_GRACE = 0.05
+IDLE_GRACE = 0.05  # seconds an idle keep-alive connection keeps its worker once others queue
+STOP_GRACE = 0.1  # the same when the worker must stop (HUP, TERM, recycling)
 REQUEST_LINE_ROOM = 90
 
 
@@ -111,11 +112,17 @@ class Connection:
             self.sock.close()
 
     def _wait_idle(self) -> bool:
-        """Between requests: True when the client sends again before anyone else needs us."""
+        """Between requests: True when the client sends again before anyone else needs us.
+
+        A request the client has already sent is always served (with ``Connection: close`` when
+        the worker is stopping): closing a connection with a request in it loses that request,
+        and a proxy such as nginx does not retry a POST. So when others are queued or the worker
+        must stop, the connection gets a short grace for a request already on its way.
+        """
         ctx = self.ctx
-        if ctx.should_stop():
-            return False
         fd = self.sock.fileno()
+        if ctx.should_stop():
+            return self._request_on_its_way(fd, STOP_GRACE)
         poller = ctx.idle_poller
         idle_since = time.monotonic()
         poller.register(fd, select.POLLIN)
@@ -124,15 +131,19 @@ class Connection:
         finally:
             poller.unregister(fd)
         if any(ready == fd for ready, _ in events):
-            return not ctx.should_stop()
-        if not events or ctx.should_stop():
-            return False  # idle timeout, or told to stop
+            return True
+        if not events:
+            return False  # idle timeout
+        if ctx.should_stop():
+            return self._request_on_its_way(fd, STOP_GRACE)
         # Someone else is queued. A client that went quiet just now may be sending its next
         # request this instant; give it a moment so we do not close under its feet.
-        remaining = IDLE_GRACE - (time.monotonic() - idle_since)
-        if remaining <= 0:
-            return False
-        return bool(select.select([fd], [], [], remaining)[0]) and not ctx.should_stop()
+        return self._request_on_its_way(fd, IDLE_GRACE - (time.monotonic() - idle_since))
+
+    @staticmethod
+    def _request_on_its_way(fd: int, grace: float) -> bool:
+        """True if the client's next request arrives within ``grace`` seconds."""
+        return grace > 0 and bool(select.select([fd], [], [], grace)[0])
 
     def _respond(self, head: RequestHead) -> bytes | None:
         """Run the app for one request. The bytes already received after it (the start of the
