@@ -351,10 +351,10 @@ class Arbiter:
         if self.drain_ends_at is not None:
             error_log.info("TERM received again during shutdown_delay: graceful shutdown now")
             self.stopping = "graceful"
-        elif self.config.shutdown_delay > 0 and self.new_master_pid is None:
+        elif self.config.shutdown_delay > 0 and self.new_master_pid is None and self.old_master_pid is None:
             self._start_draining(self.config.shutdown_delay)
         else:
-            # (After USR2 the new master serves the same sockets: there is nothing to drain.)
+            # (During a USR2 upgrade the other master serves the same sockets: nothing to drain.)
             error_log.info("TERM received: graceful shutdown")
             self.stopping = "graceful"
 

@@ -66,14 +66,15 @@ def post_in_thread(url: str, outcomes: list[object]) -> threading.Thread:
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_term_answers_every_request_queued_through_nginx(behind_nginx, transport):
     # Two workers, each busy for 0.6 s per request; six POSTs: two in the workers, four waiting
-    # in forkserve's listen queue (the stats endpoint counts them) when TERM arrives. Every one
-    # gets its 200: the stopping workers serve the backlog before they exit.
+    # in forkserve's listen queue (the stats endpoint counts them; two still wait after the first
+    # round) when TERM arrives. Every one gets its 200: the stopping workers serve the backlog
+    # before they exit.
     stats = f"127.0.0.1:{free_port()}"
     server, proxy = behind_nginx(transport, "-w", "2", "--stats-bind", stats, "proxy_probe:application")
     server.wait_workers(2)
     outcomes: list[object] = []
     threads = [post_in_thread(f"{proxy.url}/post?sleep=0.6", outcomes) for _ in range(6)]
-    wait_for(lambda: queue_depth(stats) == 4, 20, message="four connections queued in forkserve's backlog")
+    wait_for(lambda: queue_depth(stats) >= 2, 20, message="connections queued in forkserve's backlog")
     server.signal(signal.SIGTERM)
     for thread in threads:
         thread.join(40)
@@ -83,6 +84,7 @@ def test_term_answers_every_request_queued_through_nginx(behind_nginx, transport
     assert "queued connection(s) before exiting" in server.log()  # the backlog was there at TERM
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_shutdown_delay_keeps_serving_through_nginx_then_exits(behind_nginx, transport):
     # The delay is long enough for the requests below on a busy machine, and it is checked: the
@@ -95,7 +97,7 @@ def test_shutdown_delay_keeps_serving_through_nginx_then_exits(behind_nginx, tra
         server.signal(signal.SIGTERM)
         wait_for(lambda: get(stats, "/readyz") == (503, b"fail: draining\n"), 5, message="/readyz to fail")
         load.wait_for_requests(load.result.total + 100)
-    assert "shutdown_delay is over" not in server.log(), "the load outlasted the delay; nothing was shown"
+    assert "shutdown_delay is over" not in server.log(), "the load outlasted the 4 s delay (busy machine?)"
     assert_nginx_saw_only_200s(proxy, load.result)
     assert server.wait_exit(20) == 0
     assert "shutdown_delay is over: graceful shutdown" in server.log()

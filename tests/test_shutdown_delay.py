@@ -20,7 +20,7 @@ from forkserve.top import get
 LONG_DELAY = "120"  # never reached here: the master exiting at all shows the wait was ended
 
 
-@pytest.mark.parametrize("ender", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("ender", [signal.SIGTERM, signal.SIGINT], ids=["second-TERM", "INT"])
 def test_term_drains_serving_until_a_second_term_or_int(start_server, ender):
     stats = f"127.0.0.1:{free_port()}"
     name = f"forkserve-test-{uuid.uuid4().hex}"
