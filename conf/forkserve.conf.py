@@ -184,9 +184,12 @@ pythonpath = None
 # --preload)
 preload_app = False
 
-# On TERM, first report not-ready and keep serving this many seconds so load balancers drain, then
-# shut down. [not implemented yet: issue 5 (deployment); setting it only warns] (command line:
-# --shutdown-delay)
+# Seconds to drain before a TERM shutdown: the master fails its readiness check at once (/readyz
+# answers 503, systemd hears STOPPING=1) and keeps serving normally for this long, so a load balancer
+# stops sending traffic before anything is refused; then it shuts down as TERM does. A second TERM
+# ends the wait; INT and QUIT stop at once; skipped while a USR2 upgrade runs (the other master serves
+# the same sockets). Stop timeouts (systemd's TimeoutStopSec, docker stop -t) need shutdown_delay +
+# graceful_timeout. (command line: --shutdown-delay)
 shutdown_delay = 0.0
 
 # ---- Stats -------------------------------------------------------------------------------------

@@ -29,6 +29,10 @@ keepalive = 15
 timeout = 30
 # TERM and reload give in-flight requests this long; systemd's TimeoutStopSec must be longer.
 graceful_timeout = 30
+# Behind a load balancer that probes /readyz (set stats_bind too), drain before stopping: on TERM,
+# fail readiness and keep serving this long, then stop. Add it to TimeoutStopSec. nginx on the
+# same host needs none of it: forkserve serves every queued connection before it exits.
+# shutdown_delay = 10
 # Recycle workers now and then, so a slow leak in the app never grows unbounded.
 max_requests = 10000
 max_requests_jitter = 1000

@@ -15,6 +15,12 @@ Workers belong to a *generation*: a HUP makes a new one, and the old generation 
 once the new one is ready (all at once, or one worker at a time with ``reload_strategy =
 "rolling"``). If the new workers cannot boot, the reload is abandoned and the old ones keep
 serving; only at first start does a boot failure stop the master.
+
+TERM with ``shutdown_delay`` set first *drains*: the master fails its readiness check (/readyz
+answers 503, systemd hears STOPPING=1) and goes on supervising and serving normally for that
+long, so a load balancer stops sending traffic before anything is refused; then it shuts down as
+TERM does without the delay. A second TERM ends the wait (graceful shutdown now); INT or QUIT
+stop fast as always.
 """
 
 from __future__ import annotations
@@ -134,6 +140,9 @@ class Arbiter:
         self.extra_writers: dict[int, Callable[[], None]] = {}
         self.telemetry = Telemetry()  # restarts, draining, loop tick: see forkserve.metrics
         self.stats_server: StatsServer | None = None
+        self.drain_ends_at: float | None = None  # TERM with shutdown_delay: when the wait is over
+        self.new_master_ready_fd: int | None = None  # USR2: the successor says "ready" on this pipe
+        self.old_master_ready_fd: int | None = None  # after USR2, in the successor: tell the old master
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -142,6 +151,7 @@ class Arbiter:
         call_hook(self.config, "on_starting", self)
         handover = reexec.handed_over(os.environ)
         self.old_master_pid = handover.old_master
+        self.old_master_ready_fd = handover.ready_fd
         activated = systemd.take_listen_fds(os.environ)
         self.sockets_replace_binds = bool(activated) or handover.replaces_binds
         try:
@@ -164,8 +174,13 @@ class Arbiter:
                 from forkserve.stats import open_stats_server
 
                 self.stats_server = open_stats_server(
-                    self.config.stats_bind, self, self.extra_readers, self.extra_writers, self.config.umask
+                    self.config.stats_bind, self, self.extra_readers, self.extra_writers, self.config.umask,
+                    handed_over=handover.stats_fd,
                 )
+                if self.stats_server is not None and self.stats_server.adopted:
+                    self.stats_server.pause()  # the old master answers until our workers are up
+            elif handover.stats_fd is not None:
+                os.close(handover.stats_fd)  # stats_bind is no longer set
         except BindError as error:
             error_log.error("%s", error)
             for listener in self.listeners:
@@ -182,7 +197,7 @@ class Arbiter:
             for listener in self.listeners:
                 listener.close(remove_path=not upgrading)
             if self.stats_server is not None:
-                self.stats_server.close()
+                self.stats_server.close(keep_path=upgrading)
             self._hand_pidfile_to_new_master()
             call_hook(self.config, "on_exit", self)
             self.lifecycle.finished(code)  # pidfile removed if still ours, a waiting daemon launcher told
@@ -247,6 +262,7 @@ class Arbiter:
     def _main_loop(self) -> None:
         while self.stopping is None:
             self.handle_signals()
+            self._check_drain_over()
             self.reap()
             self.read_control()
             if self.stopping is not None:
@@ -301,6 +317,8 @@ class Arbiter:
         for record in self.workers.values():
             if record.abort_sent_at is not None and not record.kill_sent:
                 timeout = min(timeout, record.abort_sent_at + TIMEOUT_KILL_GRACE - now)
+        if self.drain_ends_at is not None:
+            timeout = min(timeout, self.drain_ends_at - now)
         return max(0.01, timeout)
 
     def handle_signals(self) -> None:
@@ -325,12 +343,35 @@ class Arbiter:
         self._stop_replaced_retirees()
         self.spawn_missing()
         self.lifecycle.tick(self)  # readiness (sd_notify, daemon launcher), master title, pidfile
+        self._tell_old_master_when_ready()
 
     # -- signals -------------------------------------------------------------------------------
 
     def _on_sigterm(self) -> None:
-        error_log.info("TERM received: graceful shutdown")
-        self.stopping = "graceful"
+        if self.drain_ends_at is not None:
+            error_log.info("TERM received again during shutdown_delay: graceful shutdown now")
+            self.stopping = "graceful"
+        elif self.config.shutdown_delay > 0 and self.new_master_pid is None and self.old_master_pid is None:
+            self._start_draining(self.config.shutdown_delay)
+        else:
+            # (During a USR2 upgrade the other master serves the same sockets: nothing to drain.)
+            error_log.info("TERM received: graceful shutdown")
+            self.stopping = "graceful"
+
+    def _start_draining(self, delay: float) -> None:
+        """TERM with shutdown_delay: not ready from now on, but serve on until the delay is over."""
+        self.drain_ends_at = time.monotonic() + delay
+        self.telemetry.draining = True  # /readyz: 503 "draining"
+        self.lifecycle.stopping()  # sd_notify STOPPING=1
+        error_log.info(
+            "TERM received: draining for shutdown_delay (%gs): readiness fails, workers keep serving; "
+            "then a graceful shutdown (TERM again: now; INT or QUIT: fast)", delay,
+        )
+
+    def _check_drain_over(self) -> None:
+        if self.drain_ends_at is not None and self.stopping is None and time.monotonic() >= self.drain_ends_at:
+            error_log.info("shutdown_delay is over: graceful shutdown")
+            self.stopping = "graceful"
 
     def _on_sigint(self) -> None:
         error_log.info("%s received: fast shutdown", "INT")
@@ -369,10 +410,21 @@ class Arbiter:
                 self._stop_worker(record, signal.SIGTERM)
 
     def _on_sighup(self) -> None:
+        if self._ignored_while_draining("HUP"):
+            return
         self.start_reload()
 
     def _on_sigusr2(self) -> None:
+        if self._ignored_while_draining("USR2"):
+            return
         self.start_upgrade()
+
+    def _ignored_while_draining(self, name: str) -> bool:
+        """A reload or upgrade during shutdown_delay would restart what is about to stop."""
+        if self.drain_ends_at is None:
+            return False
+        error_log.warning("%s ignored: the server is draining before its shutdown", name)
+        return True
 
     def _set_target(self, count: int) -> None:
         old, self.target_workers = self.target_workers, count
@@ -430,7 +482,11 @@ class Arbiter:
     def _become_worker(self) -> None:
         """In the child right after fork: drop the master's signal plumbing and extra readers."""
         signal.set_wakeup_fd(-1)
-        for fd in (self.wakeup_read, self.wakeup_write, *self.extra_readers, *self.extra_writers):
+        fds = {self.wakeup_read, self.wakeup_write, *self.extra_readers, *self.extra_writers,
+               self.old_master_ready_fd, self.new_master_ready_fd}
+        if self.stats_server is not None:  # (not among the readers while paused)
+            fds.add(self.stats_server.listener.fileno())
+        for fd in fds - {None}:
             try:
                 os.close(fd)
             except OSError:
@@ -559,6 +615,9 @@ class Arbiter:
             self.new_master_pid, describe_status(status),
         )
         self.new_master_pid = None
+        self._forget_new_master_ready_fd()
+        if self.stats_server is not None:
+            self.stats_server.resume()
         if self.paused and self.stopping is None:
             error_log.info("starting workers again (they were stopped by WINCH for the upgrade)")
             self.paused = False
@@ -783,18 +842,57 @@ class Arbiter:
             return
         call_hook(self.config, "pre_exec", self)
         try:
-            pid = reexec.spawn_new_master(
+            new_master = reexec.spawn_new_master(
                 self.config.argv, [listener.fileno() for listener in self.listeners], self.launch_cwd,
                 replaces_binds=self.sockets_replace_binds,
+                stats_fd=self.stats_server.listener.fileno() if self.stats_server is not None else None,
             )
         except OSError as error:
             error_log.error("USR2: cannot start a new master: %s", error)
             return
-        self.new_master_pid = pid
+        self.new_master_pid = new_master.pid
+        self.new_master_ready_fd = new_master.ready_fd
+        self.extra_readers[new_master.ready_fd] = self._on_new_master_ready
         error_log.info(
             "USR2 received: started new master %d with the listening sockets; this master keeps "
-            "serving until WINCH / TERM", pid,
+            "serving until WINCH / TERM", new_master.pid,
         )
+
+    def _on_new_master_ready(self) -> None:
+        """The successor's workers are all up (or it died before: end of file)."""
+        assert self.new_master_ready_fd is not None
+        try:
+            said = os.read(self.new_master_ready_fd, 1)
+        except BlockingIOError:
+            return
+        except OSError:
+            said = b""
+        self._forget_new_master_ready_fd()
+        if not said:
+            return  # it ended before it was ready; reaping says how
+        if said == reexec.READY_WITH_STATS and self.stats_server is not None:
+            self.stats_server.pause()
+            error_log.info("new master %d is ready; it answers the stats endpoint from now on",
+                           self.new_master_pid)
+        else:
+            error_log.info("new master %d is ready", self.new_master_pid)
+
+    def _forget_new_master_ready_fd(self) -> None:
+        fd, self.new_master_ready_fd = self.new_master_ready_fd, None
+        if fd is not None:
+            self.extra_readers.pop(fd, None)
+            os.close(fd)
+
+    def _tell_old_master_when_ready(self) -> None:
+        """In a USR2 successor: once every worker is up (or the old master is gone), answer the
+        stats endpoint and tell the old master, which stops answering it."""
+        if self.old_master_ready_fd is None or not (self.lifecycle.ready or self.old_master_pid is None):
+            return
+        took_stats = self.stats_server is not None and self.stats_server.adopted
+        if self.stats_server is not None:
+            self.stats_server.resume()
+        reexec.tell_old_master_ready(self.old_master_ready_fd, took_stats)
+        self.old_master_ready_fd = None
 
     def _check_old_master(self) -> None:
         """In an upgraded master: once the old master is gone, own the socket files and pidfile."""
@@ -805,6 +903,8 @@ class Arbiter:
         for listener in self.listeners:
             if listener.is_unix and listener.unix_path and not self.sockets_replace_binds:
                 listener.owns_path = True  # (systemd's socket files stay systemd's)
+        if self.stats_server is not None and self.stats_server.listener.is_unix:
+            self.stats_server.listener.owns_path = True
 
     # -- stop ----------------------------------------------------------------------------------
 

@@ -257,9 +257,13 @@ def _settings() -> list[Setting]:
           "Import the app in the master before forking (faster start, copy-on-write memory).",
           ("--preload",), kind="flag"),
         s("shutdown_delay", "Process", 0.0, v.number(0),
-          "On TERM, first report not-ready and keep serving this many seconds so load balancers "
-          "drain, then shut down.", ("--shutdown-delay",), "SECONDS",
-          pending="issue 5 (deployment)"),
+          "Seconds to drain before a TERM shutdown: the master fails its readiness check at once "
+          "(/readyz answers 503, systemd hears STOPPING=1) and keeps serving normally for this long, "
+          "so a load balancer stops sending traffic before anything is refused; then it shuts down "
+          "as TERM does. A second TERM ends the wait; INT and QUIT stop at once; skipped while a USR2 "
+          "upgrade runs (the other master serves the same sockets). Stop timeouts (systemd's "
+          "TimeoutStopSec, docker stop -t) need shutdown_delay + graceful_timeout.",
+          ("--shutdown-delay",), "SECONDS"),
         # -- Stats
         s("stats_bind", "Stats", None, v.optional_string,
           "Address where the master serves /metrics, /stats, /healthz and /readyz "

@@ -79,6 +79,7 @@ class MasterLifecycle:
         self.pidfile_path: str | None = None
         self.parent = os.getppid()
         self.ready = False
+        self.stop_announced = False
         self.title = ""
         self.failure: str | None = None
 
@@ -110,17 +111,18 @@ class MasterLifecycle:
     def tick(self, arbiter: Any) -> None:
         """Each loop turn: announce readiness once every worker is up; keep the title current."""
         live = [record for record in arbiter.workers.values() if record.stop_sent_at is None]
-        if not self.ready and arbiter.stopping is None and self._all_up(arbiter, live):
+        stopping = self.stop_announced or arbiter.stopping is not None
+        if not self.ready and not stopping and self._all_up(arbiter, live):
             self.ready = True
             error_log.debug("ready: %d workers serving", len(live))
             self.notifier.ready(f"{len(live)} workers serving")
             if self.launcher is not None:
                 self.launcher.ready()
-        title = master_title(self.config.app_name, len(live))
+        title = master_title(self.config.app_name, len(live), draining=self.stop_announced)
         if title != self.title:
             self.title = title
             set_title(title)
-            if self.ready:
+            if self.ready and not self.stop_announced:
                 self.notifier.status(f"{len(live)} workers serving")
         self._promote_pidfile()
 
@@ -130,7 +132,11 @@ class MasterLifecycle:
         self.notifier.reloading()
 
     def stopping(self) -> None:
-        self.notifier.stopping()
+        """TERM (at the start of shutdown_delay, if set), INT or QUIT: STOPPING=1, once; never
+        READY=1 after it."""
+        if not self.stop_announced:
+            self.stop_announced = True
+            self.notifier.stopping()
 
     def logs_reopened(self) -> None:
         """USR1, after the master reopened the logs and before the workers do: let them open them."""

@@ -27,6 +27,6 @@ def worker_title(name: str, view: SlotView, now: float) -> str:
     return f"worker [{name}] {view.state.name.lower()}"
 
 
-def master_title(name: str, workers: int) -> str:
-    """``master [name] 4 workers`` (no prefix)."""
-    return f"master [{name}] {workers} worker{'s' if workers != 1 else ''}"
+def master_title(name: str, workers: int, draining: bool = False) -> str:
+    """``master [name] 4 workers`` (no prefix); ``, draining`` during shutdown_delay."""
+    return f"master [{name}] {workers} worker{'s' if workers != 1 else ''}{', draining' if draining else ''}"

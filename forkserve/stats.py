@@ -169,13 +169,23 @@ class _Client:
 class StatsServer:
     """Accepts stats connections and answers them, from the master's select loop."""
 
-    def __init__(self, listener: Listener, master: Master, readers: Callbacks, writers: Callbacks) -> None:
+    def __init__(self, listener: Listener, master: Master, readers: Callbacks, writers: Callbacks,
+                 adopted: bool = False) -> None:
         self.listener = listener
         self.master = master
         self.readers = readers
         self.writers = writers
+        self.adopted = adopted  # handed over by the master this one replaces (USR2)
         self.clients: dict[int, _Client] = {}
-        readers[listener.fileno()] = self.on_acceptable
+        self.resume()
+
+    def pause(self) -> None:
+        """Stop accepting (the socket stays open: connections wait for whoever accepts them).
+        During a USR2 upgrade only one of the two masters answers."""
+        self.readers.pop(self.listener.fileno(), None)
+
+    def resume(self) -> None:
+        self.readers[self.listener.fileno()] = self.on_acceptable
 
     @property
     def address(self) -> str:
@@ -213,20 +223,25 @@ class StatsServer:
         self.clients.pop(fd, None)
         client.sock.close()
 
-    def close(self, in_child: bool = False) -> None:
-        """Stop serving. In a forked worker (``in_child``) only the inherited fds are closed:
-        the unix socket file belongs to the master."""
+    def close(self, keep_path: bool = False) -> None:
+        """Stop serving. ``keep_path``: leave a unix socket file in place (a USR2 successor
+        answers on it now)."""
         for client in list(self.clients.values()):
             self.drop(client)
-        self.readers.pop(self.listener.fileno(), None)
+        self.pause()
         with contextlib.suppress(OSError):
-            self.listener.close(remove_path=not in_child)
+            self.listener.close(remove_path=not keep_path)
 
 
 def open_stats_server(spec: str | None, master: Master, readers: Callbacks, writers: Callbacks,
-                      umask: int = 0) -> StatsServer | None:
-    """Bind ``stats_bind`` (None when it is not set). Raises sockets.BindError."""
+                      umask: int = 0, handed_over: int | None = None) -> StatsServer | None:
+    """Bind ``stats_bind`` (None when it is not set), or adopt ``handed_over`` — the stats socket
+    of the master this one replaces — when it listens on that address. Raises sockets.BindError."""
     if not spec:
         return None
-    listener = create_listeners([spec], STATS_BACKLOG, umask=umask)[0]
-    return StatsServer(listener, master, readers, writers)
+    listeners = create_listeners([spec], STATS_BACKLOG, umask=umask,
+                                 handed_over=[handed_over] if handed_over is not None else None)
+    listener = listeners[0]
+    for unused in listeners[1:]:  # handed over, but stats_bind names another address now
+        unused.close(remove_path=False)
+    return StatsServer(listener, master, readers, writers, adopted=listener.fileno() == handed_over)

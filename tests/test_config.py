@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from conftest import ROOT, run_forkserve
 
@@ -124,14 +126,16 @@ def test_forwarded_allow_ips_validated(in_tmp):
         resolve(["--forwarded-allow-ips", "not-an-ip"], {})
 
 
-def test_pending_setting_warns_only_when_changed(in_tmp):
-    pending = [s for s in SETTINGS.values() if s.pending and s.flags and s.kind == "value"]
-    if not pending:
-        return  # every setting is implemented: nothing can warn
-    setting = pending[0]
-    assert not [w for w in resolve([], {}).warnings if setting.name in w]
-    warnings = resolve([setting.flags[-1], "7"], {}).warnings
-    assert any(f"'{setting.name}' is not implemented yet" in warning for warning in warnings)
+def test_pending_setting_is_marked_and_warns_only_when_changed(in_tmp, monkeypatch):
+    # Every setting is built now; the mechanism stays for settings declared ahead of their work.
+    assert not [setting.name for setting in SETTINGS.values() if setting.pending]
+    setting = dataclasses.replace(SETTINGS["backlog"], pending="issue 99 (later)")
+    monkeypatch.setitem(SETTINGS, "backlog", setting)
+    help_words = " ".join(build_parser().format_help().split())  # (argparse wraps lines)
+    assert "[not implemented yet: issue 99 (later); setting it only warns]" in help_words
+    assert not [w for w in resolve([], {}).warnings if "backlog" in w]
+    warnings = resolve(["--backlog", "7"], {}).warnings
+    assert "setting 'backlog' is not implemented yet (issue 99 (later)); it has no effect" in warnings
 
 
 def test_every_setting_has_help_section_and_valid_default():
@@ -149,7 +153,7 @@ def test_help_is_grouped_by_section():
     text = build_parser().format_help()
     positions = [text.index(f"\n{section}:") for section in ("Server socket", "Workers", "HTTP", "Logging")]
     assert positions == sorted(positions)
-    assert "not implemented yet" in text
+    assert "not implemented yet" not in text  # every setting is built
 
 
 def test_check_config_ok_and_failure(in_tmp):

@@ -170,10 +170,11 @@ def test_logrotate_snippet_rotates_and_forkserve_reopens(start_server, tmp_path)
     logs, pidfile = tmp_path / "logs", tmp_path / "forkserve.pid"
     logs.mkdir()
     error_log = logs / "error.log"
-    server = start_server("-w", "2", "--error-logfile", str(error_log), "demo.wsgi:application")
+    server = start_server("-w", "2", "--error-logfile", str(error_log), "--pid", str(pidfile),
+                          "demo.wsgi:application")
     workers = server.wait_workers(2)
-    # forkserve writes its pidfile once issue 4 lands (pidfile setting); until then the test does.
-    pidfile.write_text(f"{server.pid}\n")
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() == str(server.pid), timeout=10,
+             message="forkserve to write its pidfile")
     user, group = current_user_and_group()
     config = tmp_path / "logrotate.conf"
     config.write_text(render(LOGROTATE, {"LOG_DIR": str(logs), "PIDFILE": str(pidfile), "USER": user,

@@ -122,6 +122,7 @@ def test_titles_show_state():
     assert worker_title("app", _view(State.STOPPING), 0) == "worker [app] stopping"
     assert master_title("app", 1) == "master [app] 1 worker"
     assert master_title("app", 4) == "master [app] 4 workers"
+    assert master_title("app", 4, draining=True) == "master [app] 4 workers, draining"
 
 
 # -- reload watch ------------------------------------------------------------------------------

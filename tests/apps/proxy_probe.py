@@ -5,7 +5,7 @@ inode), found from outside the server's internals: a sync worker serving a reque
 one connected stream socket; its listeners are the stream sockets in the listening state. So
 counting distinct ``connection`` values counts the connections the server accepted, for TCP and
 unix sockets alike. ``/big?size=N`` sends N bytes; every other path reports the request and
-hashes its body. Wrapped in wsgiref's validator: a PEP 3333 slip fails the test.
+hashes its body (after sleeping ``?sleep=SECONDS``, to hold a worker busy). Wrapped in wsgiref's validator: a PEP 3333 slip fails the test.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import socket
+import time
 import wsgiref.validate
 from urllib.parse import parse_qs
 
@@ -55,6 +56,9 @@ def _big(environ, start_response):
 def _probe(environ, start_response):
     if environ["PATH_INFO"] == "/big":
         return _big(environ, start_response)
+    pause = parse_qs(environ["QUERY_STRING"]).get("sleep")
+    if pause:
+        time.sleep(float(pause[0]))
     digest = hashlib.sha256()
     size = 0
     stream = environ["wsgi.input"]
