@@ -9,7 +9,9 @@ Signals: TERM finishes the current request and exits (serving the listen backlog
 master marked the stop as the server's shutdown); INT and QUIT abandon the request and exit at
 once; USR1 reopens the log files; :data:`~forkserve.stackdump.TIMEOUT_SIGNAL` (from the master's
 timeout) dumps every thread's stack to the error log, runs ``worker_abort`` and ends the request
-with a 500.
+with a 500. A signal sent before the worker's handlers exist waits for them (the master forks
+with these signals blocked), and the abort a handler raises is raised once at most and never into
+the worker's exit path (see ``Worker._abort_once``).
 
 Recycling: past its request budget (``max_requests`` + its own jitter) a worker asks the master
 for a replacement over the control channel and keeps serving until the master, once the
