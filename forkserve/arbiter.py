@@ -51,7 +51,7 @@ from forkserve.sockets import BindError, Listener, create_listeners, describe
 from forkserve.stackdump import TIMEOUT_SIGNAL
 from forkserve.watchdog import Overdue, RespawnBackoff, overdue, same_episode, stall_limit
 from forkserve.worker import EXIT_BOOT_FAILED as WORKER_BOOT_FAILED
-from forkserve.worker import Worker
+from forkserve.worker import Worker, signals_held
 
 if TYPE_CHECKING:
     from forkserve.stats import StatsServer
@@ -460,7 +460,8 @@ class Arbiter:
         )
         call_hook(self.config, "pre_fork", self, worker)
         try:
-            pid = os.fork()
+            with signals_held():  # the child gets them once its own handlers are in place
+                pid = os.fork()
         except OSError as error:
             self.scoreboard.release(index)
             delay = self.backoff.worker_exited(0.0, time.monotonic())

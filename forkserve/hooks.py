@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from contextlib import suppress
 from typing import Any
 
 from forkserve.config import Config
 from forkserve.logs import error_log
+
+
+class PassesThroughHooks(Exception):
+    """Base of the exceptions forkserve raises *through* user code on purpose (the worker's
+    request timeout): :func:`call_hook` lets them pass instead of logging them as the hook's
+    failure, so a hook cannot swallow the abort of a timed-out request."""
 
 
 def call_hook(config: Config, name: str, *args: Any) -> None:
@@ -21,9 +28,18 @@ def call_hook(config: Config, name: str, *args: Any) -> None:
         return
     try:
         hook(*args)
+    except PassesThroughHooks:
+        raise
     except Exception:  # noqa: BLE001 -- a user hook must never take a forkserve process down
         error_log.exception("hook %s raised; carrying on", name)
     finally:
+        _flush_stdout()
+
+
+def _flush_stdout() -> None:
+    """What a hook printed goes out now (a worker ends with os._exit). Never raises: a closed or
+    broken stdout must not turn a hook call into a crash of the master."""
+    with suppress(OSError, ValueError, AttributeError):
         sys.stdout.flush()
 
 

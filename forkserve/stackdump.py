@@ -14,8 +14,10 @@ import faulthandler
 import logging
 import signal
 import sys
+from contextlib import suppress
 from typing import IO, Any
 
+from forkserve import logs
 from forkserve.logs import error_log
 
 # A real-time signal: nothing sends it by accident (a USR2 or ABRT sent to a whole process group
@@ -36,12 +38,33 @@ def error_log_stream() -> IO[Any]:
     return sys.stderr
 
 
+STDERR_FD = 2
+
+
 def install() -> None:
     """(Re)point the timeout dump and the crash dump at the error log's current file.
 
     Call after the worker's Python handler for TIMEOUT_SIGNAL is installed: the dump chains to it.
     """
     stream = error_log_stream()
-    stream.flush()
-    faulthandler.register(TIMEOUT_SIGNAL, file=stream, all_threads=True, chain=True)
-    faulthandler.enable(file=stream, all_threads=True)
+    with suppress(OSError, ValueError):
+        stream.flush()
+    _dump_to(stream)
+
+
+def reopen_logs() -> None:
+    """Reopen the log files (USR1) without a moment when a dump would go to a closed file.
+
+    faulthandler writes to the file descriptor it was given; the reopen closes that descriptor
+    before it opens the new file. A timeout or crash dump in between would be lost (or land on
+    whatever reused the number), so the dumps go to file descriptor 2 — always open, even in a
+    daemon (/dev/null) — until the new file is in place.
+    """
+    _dump_to(STDERR_FD)
+    logs.reopen()
+    install()
+
+
+def _dump_to(target: IO[Any] | int) -> None:
+    faulthandler.register(TIMEOUT_SIGNAL, file=target, all_threads=True, chain=True)
+    faulthandler.enable(file=target, all_threads=True)

@@ -9,7 +9,9 @@ Signals: TERM finishes the current request and exits (serving the listen backlog
 master marked the stop as the server's shutdown); INT and QUIT abandon the request and exit at
 once; USR1 reopens the log files; :data:`~forkserve.stackdump.TIMEOUT_SIGNAL` (from the master's
 timeout) dumps every thread's stack to the error log, runs ``worker_abort`` and ends the request
-with a 500.
+with a 500. A signal sent before the worker's handlers exist waits for them (the master forks
+with these signals blocked), and the abort a handler raises is raised once at most and never into
+the worker's exit path (see ``Worker._abort_once``).
 
 Recycling: past its request budget (``max_requests`` + its own jitter) a worker asks the master
 for a replacement over the control channel and keeps serving until the master, once the
@@ -28,14 +30,14 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable
-from contextlib import suppress
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, NoReturn
 
 from forkserve import logs, privileges, reloader, stackdump, worker_monitor
 from forkserve.accesslog import after_request_hook
 from forkserve.config import Config
-from forkserve.hooks import HookRequest, call_hook
+from forkserve.hooks import HookRequest, PassesThroughHooks, call_hook
 from forkserve.http.connection import Connection, ServeContext
 from forkserve.http.head import HeadLimits
 from forkserve.http.response import Response
@@ -56,16 +58,19 @@ EXIT_BOOT_FAILED = 3
 IDLE_TICK = 1.0
 DRAIN_MARGIN = 1.0  # stop draining this long before the master's graceful_timeout SIGKILL
 IGNORED_SIGNALS = ("SIGHUP", "SIGUSR2", "SIGWINCH", "SIGTTIN", "SIGTTOU")
+# Signals a worker acts on: blocked from fork until its handlers are in place (signals_held).
+HELD_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1,
+                          stackdump.TIMEOUT_SIGNAL})
 
 
 class WorkerAbort(BaseException):
     """Raised from the INT/QUIT handler to abandon whatever the worker is doing, even in the app."""
 
 
-class WorkerTimeout(Exception):
+class WorkerTimeout(PassesThroughHooks):
     """Raised in the app when the master times the request out. An Exception on purpose: the
     connection layer turns it into a 500 for the client (unless the app swallows it, in which
-    case the master's SIGKILL follows)."""
+    case the master's SIGKILL follows). A hook cannot swallow it (PassesThroughHooks)."""
 
 
 class Worker:
@@ -98,6 +103,7 @@ class Worker:
         self.rss: RssProbe | None = None
         self.current_request: HookRequest | None = None
         self.booted_at = time.time()
+        self.abortable = False  # may INT/QUIT/timeout raise into the code running now? (_abort_once)
 
     @property
     def alive(self) -> bool:
@@ -106,26 +112,46 @@ class Worker:
 
     # -- life --------------------------------------------------------------------------------
 
-    def run(self) -> None:
-        """Entry point in the child after fork."""
+    def run(self) -> NoReturn:
+        """Entry point in the child after fork. Never returns, whatever happens: it ends with
+        ``os._exit``, so a worker can never fall back into the master's code it was forked from
+        (which would remove the master's pid file and socket files on its way out)."""
         code = EXIT_ERROR
         try:
-            code = self._run()
+            code = self._live()
+        finally:
+            self._exit(code)
+
+    def _live(self) -> int:
+        """The worker's life; its exit code. Raises nothing (see :meth:`_abort_once`): the only
+        exceptions the signal handlers raise are raised while ``abortable``, and that ends in the
+        inner ``finally`` (or in the handler itself) before any ``except`` clause here runs."""
+        try:
+            try:
+                self.abortable = True
+                return self._run()
+            finally:
+                self.abortable = False
         except WorkerAbort:
-            code = EXIT_OK
+            return EXIT_OK
         except WorkerTimeout:
             error_log.warning("worker %d: timed out outside a request; exiting", os.getpid())
+            return EXIT_ERROR
         except SystemExit as error:
-            code = error.code if isinstance(error.code, int) else EXIT_ERROR
+            return error.code if isinstance(error.code, int) else EXIT_ERROR
         except BaseException:  # noqa: BLE001 -- last stop before os._exit: log whatever it was
             error_log.exception("worker %d crashed", os.getpid())
-        finally:
-            with suppress(WorkerAbort, WorkerTimeout):
-                call_hook(self.config, "worker_exit", self.server, self)
+            return EXIT_ERROR
+
+    def _exit(self, code: int) -> NoReturn:
+        """The exit path: no signal handler raises here any more (``abortable`` is False)."""
+        try:
+            call_hook(self.config, "worker_exit", self.server, self)
             for handler in error_log.handlers + logs.access_log.handlers:
                 with suppress(OSError, ValueError):
                     handler.flush()
             flush_stdio()
+        finally:
             os._exit(code)
 
     def _run(self) -> int:
@@ -148,6 +174,8 @@ class Worker:
                 if self.app is None:
                     self._report_boot_failure(str(error))
                     return EXIT_BOOT_FAILED
+            except WorkerAbort:
+                raise  # INT/QUIT while importing: an abandoned boot, not a failed one
             except BaseException:  # noqa: BLE001 -- e.g. SystemExit from the app's import
                 self._report_boot_failure(traceback.format_exc())
                 return EXIT_BOOT_FAILED
@@ -185,6 +213,9 @@ class Worker:
     # -- signals -----------------------------------------------------------------------------
 
     def _install_signals(self) -> None:
+        """Our handlers, then let the signals in: the master forked us with them blocked
+        (:func:`signals_held`), so one sent while we booted waits for these handlers instead of
+        reaching the master's, inherited, and being lost."""
         self.wakeup_read, self.wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wakeup_write, warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, self._on_term)
@@ -196,6 +227,7 @@ class Worker:
             signal.signal(getattr(signal, name), signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         stackdump.install()  # after the Python handler: the stack dump chains to it
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)  # what came meanwhile runs now
 
     def _on_term(self, signum: int, frame: Any) -> None:
         if not self.stopping:
@@ -204,8 +236,7 @@ class Worker:
 
     def _on_quit(self, signum: int, frame: Any) -> None:
         self.stopping = True
-        call_hook(self.config, "worker_int", self)
-        raise WorkerAbort()
+        self._abort_once("worker_int", WorkerAbort())
 
     def _on_usr1(self, signum: int, frame: Any) -> None:
         self.reopen_requested = True
@@ -213,8 +244,23 @@ class Worker:
     def _on_timeout(self, signum: int, frame: Any) -> None:
         """The master timed the request out; faulthandler has already dumped every stack."""
         self.stopping = True
-        call_hook(self.config, "worker_abort", self)
-        raise WorkerTimeout("request timed out; aborted by the master")
+        self._abort_once("worker_abort", WorkerTimeout("request timed out; aborted by the master"))
+
+    def _abort_once(self, hook: str, error: BaseException) -> None:
+        """Run ``hook`` and raise ``error`` in whatever the worker is doing, unless the worker is
+        already on its way out (then stopping is enough).
+
+        Raising from a signal handler is safe only where something catches it. So a handler
+        raises only while ``abortable``, and clears it *before* it runs the hook and raises: at
+        most one abort is ever raised, a second INT/QUIT/timeout during the hook or during the
+        exit that follows does nothing, and the exit path (``_live``'s except clauses,
+        ``_exit``) can never be interrupted by an exception it does not expect.
+        """
+        if not self.abortable:
+            return
+        self.abortable = False
+        call_hook(self.config, hook, self)
+        raise error
 
     # -- serving -----------------------------------------------------------------------------
 
@@ -364,8 +410,7 @@ class Worker:
 
     def _reopen_logs(self) -> None:
         self.reopen_requested = False
-        logs.reopen()
-        stackdump.install()
+        stackdump.reopen_logs()
         error_log.info("worker %d reopened its log files", self.pid)
 
     def _drain_wakeup(self) -> None:
@@ -374,6 +419,25 @@ class Worker:
                 pass
         except BlockingIOError:
             pass
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """In the master, around ``os.fork()`` of a worker: block the signals a worker acts on.
+
+    The child leaves the block with them still blocked and unblocks them once its own handlers
+    are installed (``Worker._install_signals``); a signal sent to it in between (logrotate's
+    USR1, a shutdown's TERM or QUIT) is kept pending by the kernel instead of running the
+    master's inherited handler in the child, where it would be lost. The master gets its mask
+    back on leaving, and with it whatever signal reached it meanwhile.
+    """
+    master = os.getpid()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    try:
+        yield
+    finally:
+        if os.getpid() == master:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def flush_stdio() -> None:

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,26 @@ def _require_wrk() -> None:
     if shutil.which("wrk") is None and not Path("/usr/bin/wrk").exists():
         pytest.skip("wrk is NOT installed, so the benchmark runner cannot be exercised here "
                     "(apt-get install wrk; .ci/run installs it)")
+
+
+@contextlib.contextmanager
+def _children_interruptible() -> Iterator[None]:
+    """Children started inside get SIGINT at its default, as a user at a terminal has it.
+
+    A pytest started as a background job of a non-interactive shell (``pytest &`` in a CI
+    script) runs with SIGINT ignored, and an ignored signal stays ignored across exec: Python in
+    the child then installs no KeyboardInterrupt handler and the INT the test sends is lost.
+    A caught signal, by contrast, is reset to its default by exec; so while inside, this
+    process catches SIGINT (as KeyboardInterrupt, Python's own default) instead of ignoring it.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if previous == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _runner(*args: str) -> list[str]:
@@ -111,7 +132,7 @@ def test_smoke_run_reports_every_scenario_for_both_servers(tmp_path):
 def test_interrupted_run_stops_every_server(tmp_path, signum):
     _require_wrk()
     progress = tmp_path / "progress.txt"
-    with open(progress, "w") as sink:
+    with open(progress, "w") as sink, _children_interruptible():
         runner = subprocess.Popen(
             _runner("--scenario", "hello-keepalive", "--duration", "60", "--warmup", "0"),
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True,
@@ -124,7 +145,11 @@ def test_interrupted_run_stops_every_server(tmp_path, signum):
 
         wait_for(both_started, 60, message="the runner to start both servers")
         runner.send_signal(signum)
-        code = runner.wait(30)
+        try:
+            code = runner.wait(30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the runner did not exit within 30 s of {signum.name}:\n"
+                                 f"{progress.read_text()}") from None
         assert code != 0
         wait_for(lambda: not any(map(pid_alive, pids)), 15, message="benchmark servers to be gone")
     finally:
