@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from forkserve import __version__, logs, pidfile, reexec, reload, systemd
+from forkserve import __version__, logs, pidfile, reexec, reload, systemd, wakeup
 from forkserve.cli import EXIT_BOOT_FAILED, EXIT_OK, UsageError
 from forkserve.config import Config
 from forkserve.hooks import call_hook
@@ -284,7 +284,7 @@ class Arbiter:
             return
         for fd, mask in events:
             if fd == self.wakeup_read:
-                self._drain_wakeup()
+                wakeup.drain(self.wakeup_read)
             else:
                 for callbacks in (self.extra_readers, self.extra_writers):
                     if fd in callbacks:
@@ -300,13 +300,6 @@ class Arbiter:
         except Exception:  # noqa: BLE001 -- a failing component must not stop supervision
             error_log.exception("callback for fd %d raised; dropping it", fd)
             callbacks.pop(fd, None)
-
-    def _drain_wakeup(self) -> None:
-        try:
-            while os.read(self.wakeup_read, 512):
-                pass
-        except BlockingIOError:
-            pass
 
     def _next_wakeup(self) -> float:
         now = time.monotonic()

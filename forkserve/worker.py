@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, NoReturn
 
-from forkserve import logs, privileges, reloader, stackdump, worker_monitor
+from forkserve import logs, privileges, reloader, stackdump, wakeup, worker_monitor
 from forkserve.accesslog import after_request_hook
 from forkserve.config import Config
 from forkserve.hooks import HookRequest, PassesThroughHooks, call_hook
@@ -355,7 +355,7 @@ class Worker:
             self.slot.heartbeat(time.time())
             for fd, _ in events:
                 if fd == self.wakeup_read:
-                    self._drain_wakeup()
+                    wakeup.drain(self.wakeup_read)
                 elif not self.stopping:
                     self._accept_all(sockets[fd], fd, context)
             if self.reopen_requested:
@@ -412,13 +412,6 @@ class Worker:
         self.reopen_requested = False
         stackdump.reopen_logs()
         error_log.info("worker %d reopened its log files", self.pid)
-
-    def _drain_wakeup(self) -> None:
-        try:
-            while os.read(self.wakeup_read, 512):
-                pass
-        except BlockingIOError:
-            pass
 
 
 @contextmanager
