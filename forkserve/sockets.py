@@ -14,6 +14,7 @@ import stat
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 SYSTEMD_FIRST_FD = 3
 
@@ -98,9 +99,20 @@ def timeval(seconds: float) -> bytes:
     return struct.pack("ll", whole, micro)
 
 
+def resolve(host: str | None, port: int) -> list[tuple[Any, ...]]:
+    """``getaddrinfo`` for a passive TCP address.
+
+    An ASCII host is passed as bytes: given a str, CPython encodes it with the "idna" codec,
+    and importing that codec (with ``stringprep`` and ``unicodedata``) in the master adds some
+    300 KB to every forked worker's memory. Only a non-ASCII host name needs the codec.
+    """
+    name = host.encode("ascii") if host and host.isascii() else host
+    return socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+
+
 def _bind_tcp(spec: str, host: str, port: int, backlog: int, reuse_port: bool) -> Listener:
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        infos = resolve(host, port)
     except socket.gaierror as error:
         raise BindError(f"cannot bind {spec}: {error.strerror}") from None
     family, kind, proto, _, address = infos[0]
@@ -246,7 +258,7 @@ def _handed_over_match(handed: list[Listener], kind: str, target: str | int, por
             return listener
         if kind == "tcp" and port and not listener.is_unix:
             try:
-                infos = socket.getaddrinfo(str(target), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+                infos = resolve(str(target), port)
             except socket.gaierror:
                 return None
             wanted = infos[0][4][:2]
