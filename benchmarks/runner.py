@@ -42,6 +42,7 @@ class Sample:
     requests_per_second: float
     p50_us: float
     p99_us: float
+    max_us: float
     cpu_us_per_request: float
     worker_rss_kib: float
     errors: float
@@ -91,6 +92,7 @@ def measure(server: RunningServer, scenario: Scenario, connections: int, duratio
         requests_per_second=result.requests_per_second,
         p50_us=result.latency_us["p50"],
         p99_us=result.latency_us["p99"],
+        max_us=result.latency_us["max"],
         cpu_us_per_request=(cpu_after - cpu_before) * 1e6 / requests if requests else math.nan,
         worker_rss_kib=median_worker_rss_kib(server.pid),
         errors=result.error_count,
