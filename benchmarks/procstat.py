@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -59,18 +60,33 @@ def tree_cpu_seconds(master: int) -> float:
     return total
 
 
-def rss_kib(pid: int) -> int:
-    """Resident set size (VmRSS) of one process in KiB; 0 when it has none (exited, zombie)."""
+def _kib_field(path: str, field: str) -> int:
+    """One "Name:   N kB" field of a /proc file; 0 when the process is gone (exited, zombie)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field):
                 return int(line.split()[1])
     except OSError:
         pass
     return 0
 
 
-def median_worker_rss_kib(master: int) -> int:
-    """The median VmRSS over a master's live children (its workers), in KiB."""
-    sizes = [size for size in map(rss_kib, children(master)) if size]
+def rss_kib(pid: int) -> int:
+    """Resident set size (VmRSS) of one process in KiB: every page it maps, shared or not."""
+    return _kib_field(f"/proc/{pid}/status", "VmRSS:")
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size in KiB: each page divided by the number of processes sharing it.
+
+    RSS counts a page a forked worker shares copy-on-write with its master in full, in every
+    worker; PSS is what one worker really adds to the machine's memory.
+    """
+    return _kib_field(f"/proc/{pid}/smaps_rollup", "Pss:")
+
+
+def median_worker_kib(master: int, measure: Callable[[int], int]) -> int:
+    """The median of ``measure`` (rss_kib or pss_kib) over a master's live children (its
+    workers), in KiB."""
+    sizes = [size for size in map(measure, children(master)) if size]
     return int(statistics.median(sizes)) if sizes else 0

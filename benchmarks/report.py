@@ -32,7 +32,8 @@ SMOKE_NOTE = (
 )
 FIGURES_NOTE = (
     "- figures: median over rounds, per metric; CPU µs/req = server CPU (user+system, master and "
-    "workers, from /proc) / requests completed; RSS = median worker VmRSS after the run"
+    "workers, from /proc) / requests completed; RSS / PSS = median worker VmRSS / Pss (shared "
+    "pages divided among their sharers) after the run"
 )
 BASELINE = "gunicorn"
 CANDIDATE = "forkserve"
@@ -55,6 +56,7 @@ COLUMNS: tuple[tuple[str, str, Callable[[float], str]], ...] = (
     ("max", "max_us", _latency),
     ("CPU µs/req", "cpu_us_per_request", _number),
     ("worker RSS MiB", "worker_rss_kib", lambda kib: _number(kib / 1024, 1)),
+    ("worker PSS MiB", "worker_pss_kib", lambda kib: _number(kib / 1024, 1)),
     ("errors", "errors", _number),
 )
 
@@ -227,16 +229,17 @@ def targets_table(results: list[ScenarioResult]) -> list[str]:
             f"{_latency(pair[0].p99_us)} vs {_latency(pair[1].p99_us)}",
             _verdict(pair[0].p99_us <= pair[1].p99_us),
         ))
-    memory = []
-    for result in results:
-        pair = _pair(result)
-        value = ratio(pair[0].worker_rss_kib, pair[1].worker_rss_kib) if pair else math.nan
-        if not math.isnan(value):
-            memory.append((value, result.scenario.name))
-    if memory:
-        value, name = max(memory)
-        rows.append((f"worker RSS no larger than gunicorn's (largest ratio: {name})",
-                     _ratio_text(value), _verdict(value <= 1.0)))
+    for label, attribute in (("RSS", "worker_rss_kib"), ("PSS", "worker_pss_kib")):
+        memory = []
+        for result in results:
+            pair = _pair(result)
+            value = ratio(getattr(pair[0], attribute), getattr(pair[1], attribute)) if pair else math.nan
+            if not math.isnan(value):
+                memory.append((value, result.scenario.name))
+        if memory:
+            value, name = max(memory)
+            rows.append((f"worker {label} no larger than gunicorn's (largest ratio: {name})",
+                         _ratio_text(value), _verdict(value <= 1.0)))
     lines = ["| target | measured | met |", "|---|---|---|"]
     lines += [f"| {label} | {measured} | {met} |" for label, measured, met in rows]
     return lines

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from benchmarks.procstat import median_worker_rss_kib, tree_cpu_seconds
+from benchmarks.procstat import median_worker_kib, pss_kib, rss_kib, tree_cpu_seconds
 from benchmarks.scenarios import Scenario
 from benchmarks.servers import KINDS, RunningServer, ServerKind, ServerSet
 from benchmarks.wrk import WrkError, find_wrk, run_wrk
@@ -45,6 +45,7 @@ class Sample:
     max_us: float
     cpu_us_per_request: float
     worker_rss_kib: float
+    worker_pss_kib: float
     errors: float
     requests: float
 
@@ -94,7 +95,8 @@ def measure(server: RunningServer, scenario: Scenario, connections: int, duratio
         p99_us=result.latency_us["p99"],
         max_us=result.latency_us["max"],
         cpu_us_per_request=(cpu_after - cpu_before) * 1e6 / requests if requests else math.nan,
-        worker_rss_kib=median_worker_rss_kib(server.pid),
+        worker_rss_kib=median_worker_kib(server.pid, rss_kib),
+        worker_pss_kib=median_worker_kib(server.pid, pss_kib),
         errors=result.error_count,
         requests=requests,
     )
