@@ -117,6 +117,40 @@ def test_response_closes_when_another_connection_waits(start_server, tmp_path) -
             assert waiting_reader.response().status == 200
 
 
+def test_a_client_still_reading_a_large_response_keeps_its_connection(start_server) -> None:
+    """The short grace an idle connection gets once others queue runs from when the client has
+    the whole response, not from when the worker handed it to the kernel: a client reading a
+    large response slowly, then asking again at once, is answered rather than cut off."""
+    server = start_server("recording_app:app", "-w", "1", "--keep-alive", "10")
+    size = 4 * 1024 * 1024
+    reader_sock = socket.socket()
+    reader_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # a small window: the
+    reader_sock.settimeout(10)                                         # response waits on our side
+    reader_sock.connect(server.address)
+    with reader_sock:
+        reader_sock.sendall(get(f"/big?{size}"))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += reader_sock.recv(4096)
+        head, _, received = head.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and b"connection: close" not in head.lower()
+        waiting, waiting_reader = connect(server)  # queued behind the slow reader
+        with waiting:
+            waiting.sendall(get("/environ"))
+            got = len(received)
+            reading_since = time.monotonic()
+            while got < size:  # about half a second of reading, in small sips
+                chunk = reader_sock.recv(16384)
+                assert chunk, f"connection closed after {got} of {size} bytes"
+                got += len(chunk)
+                time.sleep(0.002)
+            assert time.monotonic() - reading_since > 0.2  # slow enough to outlast a 50 ms grace
+            reader_sock.sendall(get("/environ"))
+            reply = WireReader(reader_sock).response()
+            assert reply.status == 200 and reply.header("Connection") == "close"
+            assert waiting_reader.response().status == 200
+
+
 def test_idle_keepalive_is_closed_promptly_when_the_worker_is_told_to_stop(start_server) -> None:
     server = start_server("recording_app:app", "-w", "1", "--keep-alive", "60")
     (worker,) = server.wait_workers(1)

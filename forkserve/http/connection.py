@@ -8,8 +8,11 @@ connection the moment anyone else needs the worker.
 
 from __future__ import annotations
 
+import fcntl
 import select
 import socket
+import struct
+import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +33,8 @@ LINGER_SECONDS = 2.0
 IDLE_GRACE = 0.05  # seconds an idle keep-alive connection keeps its worker once others queue
 STOP_GRACE = 0.1  # the same when the worker must stop (HUP, TERM, recycling)
 REQUEST_LINE_ROOM = 90
+DELIVERY_POLL = 0.005  # seconds between looks at the send queue while a response is in flight
+_COUNT = struct.Struct("i")
 
 
 @dataclass
@@ -66,6 +71,15 @@ class ServeContext:
     def others_waiting(self) -> bool:
         """Is a connection queued on any listening socket right now? (one poll, no wait)"""
         return bool(self.waiting_poller.poll(0))
+
+
+def unsent_bytes(fd: int) -> int:
+    """Bytes of ours the peer has not yet taken: TCP's unsent and unacknowledged bytes, a unix
+    socket's bytes the peer has not read (SIOCOUTQ). 0 if the socket cannot say."""
+    try:
+        return _COUNT.unpack(fcntl.ioctl(fd, termios.TIOCOUTQ, bytes(_COUNT.size)))[0]
+    except OSError:
+        return 0
 
 
 def peer_strings(peer: Any) -> tuple[str, str]:
@@ -138,12 +152,38 @@ class Connection:
             return self._request_on_its_way(fd, STOP_GRACE)
         # Someone else is queued. A client that went quiet just now may be sending its next
         # request this instant; give it a moment so we do not close under its feet.
+        # If it is still reading our response, the moment starts when it has all of it.
+        if unsent_bytes(fd):
+            delivered = self._delivered(fd, idle_since + ctx.keepalive)
+            if delivered is None:
+                return True  # the next request came while the client was still reading
+            if not delivered:
+                return False
+            idle_since = time.monotonic()
         return self._request_on_its_way(fd, IDLE_GRACE - (time.monotonic() - idle_since))
 
     @staticmethod
     def _request_on_its_way(fd: int, grace: float) -> bool:
         """True if the client's next request arrives within ``grace`` seconds."""
         return grace > 0 and bool(select.select([fd], [], [], grace)[0])
+
+    @staticmethod
+    def _delivered(fd: int, deadline: float) -> bool | None:
+        """Wait until the client has taken the whole response off our send queue.
+
+        A large response is still queued in the kernel when the worker goes idle, and the
+        client can only send its next request after reading it: an idle grace counted from the
+        moment we handed it over would close under a client that is still reading. True once
+        the queue is empty, None if the client sent again meanwhile, False at ``deadline`` (the
+        keep-alive idle timeout: no queued client waits longer than that).
+        """
+        while unsent_bytes(fd):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if select.select([fd], [], [], min(DELIVERY_POLL, left))[0]:
+                return None
+        return True
 
     def _respond(self, head: RequestHead) -> bytes | None:
         """Run the app for one request. The bytes already received after it (the start of the

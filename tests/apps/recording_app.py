@@ -56,6 +56,10 @@ def app(environ, start_response):
         payload = json.dumps(_fields(environ), sort_keys=True).encode()
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
         return [payload]
+    if path == "/big":
+        size = int(environ["QUERY_STRING"])
+        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
+        return [b"x" * size]
     if path.startswith("/noread"):
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "6")])
         return [b"unread"]
