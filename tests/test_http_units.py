@@ -1,16 +1,19 @@
 """Unit tests of the pure-ish parts of the request path (in addition to the end-to-end corpus):
-the body decoder over a socketpair fed in random pieces, empty-line skipping, error replies."""
+the body decoder over a socketpair fed in random pieces, empty-line skipping, error replies, the
+Date header."""
 
 from __future__ import annotations
 
 import random
 import socket
 import threading
+from email.utils import formatdate
 from typing import Self
 
 import pytest
 
 from forkserve.http.body import RequestBody
+from forkserve.http.dates import imf_fixdate
 from forkserve.http.errors import HttpError, error_reply
 from forkserve.http.head import RecvTimeout, _skip_empty_lines
 
@@ -124,3 +127,12 @@ def test_error_reply_shape() -> None:
     assert head.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
     assert b"\r\nConnection: close" in head and f"Content-Length: {len(body)}".encode() in head
     assert body == b"431 Request Header Fields Too Large\n"
+
+
+def test_date_header_matches_the_standard_library_formatter() -> None:
+    """The Date header is formatted without the email package (memory); it must still agree
+    with ``email.utils.formatdate`` to the character, across days, months and leap years."""
+    rng = random.Random(9110)
+    seconds = [0, 784111777, 951782400, 1709164800, 2**31 - 1, *(rng.randrange(0, 2**34) for _ in range(5000))]
+    for second in seconds:
+        assert imf_fixdate(second) == formatdate(second, usegmt=True), second
