@@ -154,7 +154,7 @@ class Connection:
         # request this instant; give it a moment so we do not close under its feet.
         # If it is still reading our response, the moment starts when it has all of it.
         if unsent_bytes(fd):
-            delivered = self._delivered(fd, idle_since + ctx.keepalive)
+            delivered = self._delivered(fd, idle_since + ctx.keepalive, ctx.should_stop)
             if delivered is None:
                 return True  # the next request came while the client was still reading
             if not delivered:
@@ -168,18 +168,19 @@ class Connection:
         return grace > 0 and bool(select.select([fd], [], [], grace)[0])
 
     @staticmethod
-    def _delivered(fd: int, deadline: float) -> bool | None:
+    def _delivered(fd: int, deadline: float, should_stop: Callable[[], bool]) -> bool | None:
         """Wait until the client has taken the whole response off our send queue.
 
         A large response is still queued in the kernel when the worker goes idle, and the
         client can only send its next request after reading it: an idle grace counted from the
         moment we handed it over would close under a client that is still reading. True once
         the queue is empty, None if the client sent again meanwhile, False at ``deadline`` (the
-        keep-alive idle timeout: no queued client waits longer than that).
+        keep-alive idle timeout: no queued client waits longer than that) or when the worker
+        must stop (closing then still delivers what is queued).
         """
         while unsent_bytes(fd):
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or should_stop():
                 return False
             if select.select([fd], [], [], min(DELIVERY_POLL, left))[0]:
                 return None
