@@ -31,8 +31,8 @@ STARTED = re.compile(r"^\s+(\w+) on \S+: master pid (\d+), worker pids ([\d ]+)$
 
 def _require_wrk() -> None:
     if shutil.which("wrk") is None and not Path("/usr/bin/wrk").exists():
-        pytest.skip("wrk is NOT installed, so the benchmark runner cannot be exercised here "
-                    "(apt-get install wrk; .ci/run installs it)")
+        pytest.fail("wrk is not installed, so the benchmark runner cannot be exercised "
+                    "(apt-get install wrk; .ci/run installs it)", pytrace=False)
 
 
 @contextlib.contextmanager
