@@ -198,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         name, _, value = item.partition("=")
         os.environ[name] = value
 
-    try:  # process model (issue 4): an unknown user/group is a config error
+    try:  # an unknown user or group is a config error
         privileges.resolve(config)
     except privileges.PrivilegeError as error:
         return _fail(str(error), EXIT_USAGE)
@@ -212,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_CHECK_FAILED
         print(f"forkserve: configuration OK; app {config.wsgi_app} loaded")
         return EXIT_OK
-    try:  # process model (issue 4): pid file, umask, warnings that must reach the terminal
+    try:  # pid file, umask, warnings that must reach the terminal
         lifecycle.prepare(config)
     except lifecycle.StartError as error:
         return _fail(str(error), error.exit_code)

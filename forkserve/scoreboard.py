@@ -53,7 +53,7 @@ class State(IntEnum):
     BUSY = 3
     STOPPING = 4
     # In a request but waiting on the client (body bytes, or room to send): bounded by the
-    # worker's own header/body timeouts, so never a worker timeout. (issue 3, http branch)
+    # worker's own header/body timeouts, so never a worker timeout.
     CLIENT = 5
 
 
