@@ -344,3 +344,11 @@ def test_sd_notify_ready_after_the_app_is_loaded_then_reloading_and_stopping(sta
         server.signal(signal.SIGTERM)
         _receive(notify, "STOPPING=1")
         assert server.wait_exit() == 0
+
+
+def test_master_shares_openssl_and_loads_no_email_or_idna_codec(start_server):
+    """Worker memory: OpenSSL (hashlib) is set up once in the master and shared copy-on-write,
+    while the email package and the idna codec (with unicodedata), which forkserve itself does
+    not need, are never loaded before the app — each would add to every worker's memory."""
+    server = start_server("import_probe:application", "-w", "1")
+    assert requests.get(server.url + "/", timeout=10).json() == ["_hashlib"]
