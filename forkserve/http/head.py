@@ -95,6 +95,10 @@ def _check_request_line(line: bytes, limits: HeadLimits) -> list[bytes]:
     method, target, version = parts
     if not _METHOD.match(method):
         raise HttpError(400, f"invalid method {method[:20]!r}")
+    if method == b"CONNECT":
+        # Whatever the target form: any 2xx to CONNECT opens a tunnel for every intermediary
+        # (RFC 9110 9.3.6), so serving it would let the bytes after it pass a front end unseen.
+        raise HttpError(501, "CONNECT is not implemented (this is not a proxy)")
     if not target or _CTL_IN_TARGET.search(target):
         raise HttpError(400, "invalid request target")
     if version not in (b"HTTP/1.1", b"HTTP/1.0"):
@@ -276,10 +280,9 @@ def _describe(request: h11.Request, leftover: bytes) -> RequestHead:
         host = _absolute_form_authority(target, host, request.method)
     if host and not _HOST.match(host):
         raise HttpError(400, "malformed Host header")
-    if version == b"1.1":
-        keep_alive = b"close" not in connection_tokens
-    else:
-        keep_alive = b"keep-alive" in connection_tokens
+    # RFC 9112 9.6: a "close" option closes, whatever else the field lists; HTTP/1.0 stays
+    # open only when asked to with "keep-alive".
+    keep_alive = b"close" not in connection_tokens and (version == b"1.1" or b"keep-alive" in connection_tokens)
     return RequestHead(
         method=request.method,
         target=target,
@@ -301,8 +304,6 @@ def _absolute_form_authority(target: bytes, host: bytes, method: bytes) -> bytes
         return host
     scheme, sep, rest = target.partition(b"://")
     if not sep or scheme.lower() not in (b"http", b"https"):
-        if method == b"CONNECT":
-            raise HttpError(501, "CONNECT is not implemented (this is not a proxy)")
         raise HttpError(400, "invalid request target")
     authority = rest.split(b"/", 1)[0].split(b"?", 1)[0]
     if not authority or b"@" in authority:
