@@ -47,8 +47,10 @@ graceful_timeout = 30.0
 # response. (command line: --keep-alive)
 keepalive = 2.0
 
-# Replace a worker after this many requests: it asks for a replacement and is stopped once that one is
-# ready, so capacity never dips. 0 disables. (command line: --max-requests)
+# A worker serves at most this many requests (plus jitter), a hard limit: it asks for a replacement a
+# tenth of the budget (at least 10 requests) ahead, and is stopped once that one is ready; the request
+# that reaches the limit is answered with Connection: close whether or not it is. 0 disables. (command
+# line: --max-requests)
 max_requests = 0
 
 # Add a random 0..N to each worker's max_requests so they do not restart together. (command line:
@@ -59,8 +61,9 @@ max_requests_jitter = 0
 # response, logs its RSS and exits. 0 disables. (command line: --max-worker-memory)
 max_worker_memory = 0
 
-# Replace a worker after it has lived this many seconds (plus jitter), its replacement started first.
-# 0 disables. (command line: --max-worker-lifetime)
+# A worker takes no new request after it has lived this many seconds (plus jitter), a hard deadline;
+# its replacement is started a tenth of the lifetime (at least 10 s) ahead. 0 disables. (command line:
+# --max-worker-lifetime)
 max_worker_lifetime = 0.0
 
 # Add a random 0..N seconds to each worker's max_worker_lifetime. (command line: --max-worker-

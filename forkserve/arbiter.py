@@ -45,7 +45,7 @@ from forkserve.loader import AppLoadError, prepare_import_path
 from forkserve.logs import error_log
 from forkserve.metrics import Telemetry
 from forkserve.proctitle import set_title
-from forkserve.recycling import lifetime_limit
+from forkserve.recycling import lifetime_limit, lifetime_notice
 from forkserve.scoreboard import Scoreboard, State
 from forkserve.sockets import BindError, Listener, create_listeners, describe
 from forkserve.stackdump import TIMEOUT_SIGNAL
@@ -461,9 +461,12 @@ class Arbiter:
         assert self.scoreboard is not None
         index = self.scoreboard.free_slot()
         self.scoreboard.claim(index, 0)
+        lifetime = lifetime_limit(self.config.max_worker_lifetime, self.config.max_worker_lifetime_jitter)
+        spawned_at = time.monotonic()
         worker = Worker(
             self.config, self.listeners, self.scoreboard, index, self.control_write, self.app, self
         )
+        worker.end_of_life = spawned_at + lifetime  # monotonic time is the same in the child
         call_hook(self.config, "pre_fork", self, worker)
         try:
             with signals_held():  # the child gets them once its own handlers are in place
@@ -479,8 +482,7 @@ class Arbiter:
         self.scoreboard.set_pid(index, pid)
         self.telemetry.worker_spawned(index)
         record = WorkerRecord(
-            pid=pid, slot=index, spawned_at=time.monotonic(), generation=self.generation,
-            lifetime=lifetime_limit(self.config.max_worker_lifetime, self.config.max_worker_lifetime_jitter),
+            pid=pid, slot=index, spawned_at=spawned_at, generation=self.generation, lifetime=lifetime,
         )
         self.workers[pid] = record
         error_log.info("booting worker %d", pid)
@@ -543,6 +545,7 @@ class Arbiter:
     def reap(self) -> None:
         """Collect every exited child, log why it ended, and react (respawn backoff, reload
         abort, or — at first start — stopping on a boot failure)."""
+        self.read_control()  # a worker's last words (e.g. "retire, exiting") come before its exit
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -704,6 +707,7 @@ class Arbiter:
         """Replace a worker without losing capacity: its replacement is forked now; the worker
         itself is stopped once enough workers are ready (or it exits by itself if ``exiting``)."""
         if record.retiring is not None or record.stop_sent_at is not None:
+            record.exiting = record.exiting or exiting  # reached its limit before it was replaced
             return
         record.retiring = reason or "recycled"
         record.exiting = exiting
@@ -715,7 +719,7 @@ class Arbiter:
 
     def _check_lifetimes(self, now: float) -> None:
         for record in self.workers.values():
-            if record.serving and now - record.spawned_at > record.lifetime:
+            if record.serving and now - record.spawned_at > lifetime_notice(record.lifetime):
                 self.retire(record, f"max_worker_lifetime, {now - record.spawned_at:.0f}s old")
 
     def _stop_replaced_retirees(self) -> None:

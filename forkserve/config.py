@@ -144,8 +144,10 @@ def _settings() -> list[Setting]:
           "Seconds an idle keep-alive connection is held while no other connection waits. 0 closes "
           "after every response.", ("--keep-alive",), "SECONDS"),
         s("max_requests", "Workers", 0, v.integer(0),
-          "Replace a worker after this many requests: it asks for a replacement and is stopped "
-          "once that one is ready, so capacity never dips. 0 disables.", ("--max-requests",), "INT"),
+          "A worker serves at most this many requests (plus jitter), a hard limit: it asks for "
+          "a replacement a tenth of the budget (at least 10 requests) ahead, and is stopped once "
+          "that one is ready; the request that reaches the limit is answered with "
+          "Connection: close whether or not it is. 0 disables.", ("--max-requests",), "INT"),
         s("max_requests_jitter", "Workers", 0, v.integer(0),
           "Add a random 0..N to each worker's max_requests so they do not restart together.",
           ("--max-requests-jitter",), "INT"),
@@ -154,8 +156,9 @@ def _settings() -> list[Setting]:
           "that response, logs its RSS and exits. 0 disables.",
           ("--max-worker-memory",), "MB"),
         s("max_worker_lifetime", "Workers", 0.0, v.number(0),
-          "Replace a worker after it has lived this many seconds (plus jitter), its replacement "
-          "started first. 0 disables.",
+          "A worker takes no new request after it has lived this many seconds (plus jitter), a "
+          "hard deadline; its replacement is started a tenth of the lifetime (at least 10 s) "
+          "ahead. 0 disables.",
           ("--max-worker-lifetime",), "SECONDS"),
         s("max_worker_lifetime_jitter", "Workers", 0.0, v.number(0),
           "Add a random 0..N seconds to each worker's max_worker_lifetime.",

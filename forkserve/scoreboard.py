@@ -208,18 +208,20 @@ class Scoreboard:
 class SlotWriter:
     """A worker's own slot. Each method is a few plain memory stores, cheap enough for every request."""
 
-    __slots__ = ("counters", "counters_base", "memory", "offset", "requests", "sums")
+    __slots__ = ("begun", "counters", "counters_base", "memory", "offset", "requests", "sums")
 
     def __init__(self, memory: mmap.mmap, offset: int) -> None:
         self.memory = memory
         self.offset = offset
-        self.requests = 0
+        self.requests = 0  # requests finished
+        self.begun = 0  # requests begun: the one in hand counts (the recycling budget reads it)
         # The slot's counters as arrays of 8-byte cells: each update is one aligned store.
         self.counters = memoryview(memory).cast("Q")
         self.sums = memoryview(memory).cast("d")
         self.counters_base = (offset + COUNTERS_OFFSET) // 8
 
     def busy(self, started: float, request_line: bytes) -> None:
+        self.begun += 1
         _BUSY.pack_into(
             self.memory, self.offset + 4, State.BUSY, started, started, self.requests, request_line
         )

@@ -13,10 +13,14 @@ with a 500. A signal sent before the worker's handlers exist waits for them (the
 with these signals blocked), and the abort a handler raises is raised once at most and never into
 the worker's exit path (see ``Worker._abort_once``).
 
-Recycling: past its request budget (``max_requests`` + its own jitter) a worker asks the master
-for a replacement over the control channel and keeps serving until the master, once the
-replacement is ready, sends TERM; so capacity never dips. Over ``max_worker_memory`` it finishes
-the response in hand and exits at once (and says so, so the master forks the replacement now).
+Recycling: ahead of its request budget (``max_requests`` + its own jitter; see
+:func:`~forkserve.recycling.request_notice`) a worker asks the master for a replacement over the
+control channel and keeps serving until the master, once the replacement is ready, sends TERM; so
+capacity normally never dips. The budget is a hard limit all the same: the request that reaches
+it is answered with ``Connection: close`` and the worker takes no other, whether or not its
+replacement is ready. ``max_worker_lifetime`` is the same hard deadline in time. Over
+``max_worker_memory`` it finishes the response in hand and exits at once (and says so, so the
+master forks the replacement now).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from forkserve.loader import AppLoadError, load_app
 from forkserve.logs import error_log
 from forkserve.proctitle import set_title
 from forkserve.proxy import ProxyTrust
-from forkserve.recycling import MB, NO_LIMIT, RssProbe, request_limit
+from forkserve.recycling import MB, NO_LIMIT, RssProbe, request_limit, request_notice
 from forkserve.requestid import before_request_hook
 from forkserve.scoreboard import Scoreboard
 from forkserve.sockets import Listener
@@ -99,6 +103,8 @@ class Worker:
         self.stop_requested_at = 0.0
         self.reopen_requested = False
         self.request_limit = NO_LIMIT
+        self.request_notice = NO_LIMIT  # ask for a replacement after this many requests
+        self.end_of_life = float("inf")  # time.monotonic() past which no new request is taken
         self.memory_limit = config.max_worker_memory * MB
         self.rss: RssProbe | None = None
         self.current_request: HookRequest | None = None
@@ -181,6 +187,7 @@ class Worker:
                 return EXIT_BOOT_FAILED
         call_hook(self.config, "post_worker_init", self)
         self.request_limit = request_limit(self.config.max_requests, self.config.max_requests_jitter)
+        self.request_notice = request_notice(self.request_limit)
         if self.memory_limit:
             self.rss = RssProbe()
         context = self._serve_context()
@@ -299,21 +306,39 @@ class Worker:
         )
 
     def should_stop(self) -> bool:
-        """True when the connection in hand must be the last (stop asked). Checked per request,
-        so it also notices the request budget running out on a long keep-alive connection."""
-        if self.slot.requests >= self.request_limit:
-            self._request_budget_spent()
+        """True when the connection in hand must be the last (stop asked, or a recycling limit
+        reached). Checked per request, with the request in hand counted, so the budget holds on
+        a long keep-alive connection too."""
+        begun = self.slot.begun
+        if begun >= self.request_notice:
+            self._ask_for_replacement(begun)
+        if begun >= self.request_limit or time.monotonic() >= self.end_of_life:
+            self._limit_reached(begun)
         return self.stopping
 
-    def _request_budget_spent(self) -> None:
-        limit, self.request_limit = self.request_limit, NO_LIMIT
-        served = self.slot.requests
+    def _ask_for_replacement(self, begun: int) -> None:
+        """Ahead of the limit: the master forks the replacement now and stops us once it is up."""
+        self.request_notice = NO_LIMIT
         error_log.info(
-            "worker %d reached max_requests (%d served, its limit %d); asking for a replacement",
-            self.pid, served, limit,
+            "worker %d is near max_requests (%d of its limit %d); asking for a replacement",
+            self.pid, begun, self.request_limit,
         )
-        if not self._tell_master({"event": "retire", "reason": f"max_requests ({served} served)"}):
+        if not self._tell_master({"event": "retire", "reason": f"max_requests ({begun} of {self.request_limit})"}):
             self.stopping = True  # no master to hand over to: just go
+
+    def _limit_reached(self, begun: int) -> None:
+        """At the limit: this request is the last, whether or not the replacement is ready."""
+        if self.stopping:
+            return
+        self.stopping = True
+        if begun >= self.request_limit:
+            error_log.info("worker %d reached max_requests (%d served, its limit %d); exiting",
+                           self.pid, begun, self.request_limit)
+            reason = f"max_requests ({begun} served)"
+        else:
+            error_log.info("worker %d reached the end of its max_worker_lifetime; exiting", self.pid)
+            reason = "max_worker_lifetime"
+        self._tell_master({"event": "retire", "reason": reason, "exiting": True})
 
     def _before_request(self, environ: dict[str, Any], response: Response, peer: str) -> None:
         self.current_request = HookRequest(environ)
@@ -350,8 +375,8 @@ class Worker:
         for fd in sockets:
             poller.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
         poller.register(self.wakeup_read, select.EPOLLIN)
-        while not self.stopping:
-            events = poller.poll(IDLE_TICK)
+        while not self.should_stop():
+            events = poller.poll(min(IDLE_TICK, max(0.0, self.end_of_life - time.monotonic())))
             self.slot.heartbeat(time.time())
             for fd, _ in events:
                 if fd == self.wakeup_read:
@@ -367,13 +392,11 @@ class Worker:
 
     def _accept_all(self, listener: socket.socket, fd: int, context: ServeContext) -> None:
         """Serve every connection waiting on this listener (accept until EAGAIN)."""
-        while not self.stopping:
+        while not self.should_stop():
             accepted = self._accept(listener)
             if accepted is None:
                 return
             Connection(context, accepted[0], accepted[1], fd).serve()
-            if self.slot.requests >= self.request_limit:
-                self._request_budget_spent()
 
     def _accept(self, listener: socket.socket) -> tuple[socket.socket, Any] | None:
         """One accepted connection, or None when none is waiting (or accept must back off)."""

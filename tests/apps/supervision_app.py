@@ -8,6 +8,9 @@ behaviour between reloads without editing Python:
 - ``SUPERVISION_APP_VERSION_FILE``: its text is served by ``/version`` (shows a fresh import);
 - ``SUPERVISION_APP_FAIL_FILE``: if the file exists, the import fails: ``raise`` raises, ``exit``
   calls ``os._exit(1)`` (a worker that dies instantly).
+
+``SUPERVISION_APP_IMPORT_SECONDS`` makes every import take that long (an app slow to boot, such
+as a large Django project).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ if _failure == "exit":
     os._exit(1)
 if _failure is not None:
     raise RuntimeError("supervision_app is broken on purpose")
+
+time.sleep(float(os.environ.get("SUPERVISION_APP_IMPORT_SECONDS") or 0))
 
 _retained: list[bytes] = []
 
