@@ -220,8 +220,12 @@ class SlotWriter:
         self.sums = memoryview(memory).cast("d")
         self.counters_base = (offset + COUNTERS_OFFSET) // 8
 
-    def busy(self, started: float, request_line: bytes) -> None:
+    def begin(self, started: float, request_line: bytes) -> None:
+        """A request starts: count it as begun and show the slot busy."""
         self.begun += 1
+        self.busy(started, request_line)
+
+    def busy(self, started: float, request_line: bytes) -> None:
         _BUSY.pack_into(
             self.memory, self.offset + 4, State.BUSY, started, started, self.requests, request_line
         )

@@ -5,9 +5,11 @@ workers are replaced with the cause logged, and respawns back off when workers d
 from __future__ import annotations
 
 import collections
+import json
 import os
 import re
 import signal
+import time
 
 import pytest
 import requests
@@ -124,3 +126,29 @@ def test_max_worker_lifetime_is_a_hard_deadline(start_server):
              message="the lifetime to end")
     wait_for(lambda: first not in server.workers(), 5, message="the worker to exit")
     assert requests.get(server.url + "/version", timeout=20).json()["pid"] != first
+
+
+def test_a_request_that_waits_on_its_client_counts_once_toward_max_requests(start_server):
+    """A body that arrives in two pieces makes the worker wait on the client mid-request; that
+    wait must not count as another request against the budget. (No readiness probe: every
+    request the worker serves is one of these; the replacement it asks for after 3 takes 3 s to
+    boot, so all 6 are the first worker's.)"""
+    server = start_server("-w", "1", "--max-requests", "6", APP, ready=False,
+                          env={"SUPERVISION_APP_IMPORT_SECONDS": "3"})
+    def listening() -> bool:
+        try:
+            server.connect().close()
+        except OSError:
+            return False
+        return True
+
+    wait_for(listening, 10, message="the listening socket")
+    pids = []
+    for _ in range(6):
+        with server.connect(timeout=15) as sock:
+            sock.sendall(b"POST /version HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nConnection: close\r\n\r\nab")
+            time.sleep(0.05)  # the worker is now waiting for the rest of the body
+            sock.sendall(b"cd")
+            reply = b"".join(iter(lambda: sock.recv(65536), b""))
+        pids.append(json.loads(reply.partition(b"\r\n\r\n")[2])["pid"])
+    assert len(set(pids)) == 1, (pids, server.log())

@@ -192,7 +192,7 @@ class Connection:
         ctx = self.ctx
         started = time.time()
         line = head.method + b" " + head.target[:REQUEST_LINE_ROOM]
-        ctx.slot.busy(started, line)
+        ctx.slot.begin(started, line)
         ctx.waits.start_request(started, line)
         leftover, status, sent = None, 0, 0
         try:

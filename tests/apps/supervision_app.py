@@ -55,6 +55,7 @@ def application(environ, start_response):
     if path == "/hello":
         return _reply(start_response, b"hello\n")
     if path == "/version":
+        environ["wsgi.input"].read()  # a POST body is read (its client may make us wait)
         info = {"version": VERSION, "greeting": os.environ.get("GREETING", ""),
                 "imported_in": IMPORTED_IN, "pid": os.getpid()}
         return _reply(start_response, json.dumps(info).encode())
