@@ -15,12 +15,12 @@ import socket
 import time
 from typing import Any
 
-from forkserve.config import defaults
 from forkserve.http.connection import Connection, ServeContext
 from forkserve.http.head import HeadLimits
 from forkserve.proxy import ProxyTrust
 from forkserve.requestid import before_request_hook
 from forkserve.scoreboard import Scoreboard
+from forkserve.settings.registry import defaults
 from forkserve.sockets import Listener
 from forkserve.wsgi import EnvironBuilder, ErrorStream
 

@@ -37,8 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from forkserve import __version__, logs, pidfile, reexec, reload, systemd, wakeup
-from forkserve.cli import EXIT_BOOT_FAILED, EXIT_OK, UsageError
-from forkserve.config import Config
+from forkserve.cli import EXIT_BOOT_FAILED, EXIT_OK
 from forkserve.hooks import call_hook
 from forkserve.lifecycle import MasterLifecycle
 from forkserve.loader import AppLoadError, prepare_import_path
@@ -47,6 +46,8 @@ from forkserve.metrics import Telemetry
 from forkserve.proctitle import set_title
 from forkserve.recycling import lifetime_limit, lifetime_notice
 from forkserve.scoreboard import Scoreboard, State
+from forkserve.settings.registry import Config
+from forkserve.settings.resolve import UsageError
 from forkserve.sockets import BindError, Listener, create_listeners, describe
 from forkserve.stackdump import TIMEOUT_SIGNAL
 from forkserve.watchdog import Overdue, RespawnBackoff, overdue, same_episode, stall_limit

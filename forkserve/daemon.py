@@ -17,7 +17,7 @@ import select
 import sys
 import time
 
-from forkserve.config import Config
+from forkserve.settings.registry import Config
 
 READY_WAIT = 60.0  # how long the launching command waits for the daemon to be serving
 EXIT_DAEMON_FAILED = 1

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any
 
-from forkserve.config import Config
 from forkserve.logs import error_log
+from forkserve.settings.registry import Config
 
 
 class PassesThroughHooks(Exception):

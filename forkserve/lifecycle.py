@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from forkserve import daemon, pidfile, privileges
-from forkserve.config import Config
 from forkserve.logs import access_log, error_log
 from forkserve.proctitle import master_title, set_title
 from forkserve.scoreboard import State
+from forkserve.settings.registry import Config
 from forkserve.sockets import Listener
 from forkserve.systemd import Notifier
 

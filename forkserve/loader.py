@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from forkserve.config import Config
+from forkserve.settings.registry import Config
 
 
 class AppLoadError(Exception):

@@ -16,7 +16,7 @@ import sys
 import time
 
 from forkserve.accesslog import compile_format
-from forkserve.config import Config
+from forkserve.settings.registry import Config
 
 error_log = logging.getLogger("forkserve.error")
 access_log = logging.getLogger("forkserve.access")

@@ -18,8 +18,8 @@ import pwd
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from forkserve.config import Config
 from forkserve.logs import error_log
+from forkserve.settings.registry import Config
 
 
 class PrivilegeError(Exception):

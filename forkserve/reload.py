@@ -22,18 +22,18 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
-from forkserve import cli
-from forkserve.config import Config
 from forkserve.loader import AppLoadError, load_app
+from forkserve.settings.registry import Config
+from forkserve.settings.resolve import resolve
 
 
 def read_config(argv: Sequence[str], launch_cwd: str) -> Config:
     """Resolve the configuration again, as at start: same arguments, same working directory,
-    the current environment and config file. Raises cli.UsageError."""
+    the current environment and config file. Raises UsageError."""
     cwd = os.getcwd()
     os.chdir(launch_cwd)
     try:
-        return cli.resolve(argv, os.environ)
+        return resolve(argv, os.environ)
     finally:
         os.chdir(cwd)
 

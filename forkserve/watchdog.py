@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from forkserve.config import Config
 from forkserve.scoreboard import SlotView, State
+from forkserve.settings.registry import Config
 
 HEARTBEAT_SLACK = 2.0  # the worker beats once per idle tick (1 s); allow two missed beats
 LINGER_ALLOWANCE = 2.0  # a refused request's lingering close (forkserve.http.connection)

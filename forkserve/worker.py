@@ -40,7 +40,6 @@ from typing import Any, NoReturn
 
 from forkserve import logs, privileges, reloader, stackdump, wakeup, worker_monitor
 from forkserve.accesslog import after_request_hook
-from forkserve.config import Config
 from forkserve.hooks import HookRequest, PassesThroughHooks, call_hook
 from forkserve.http.connection import Connection, ServeContext
 from forkserve.http.head import HeadLimits
@@ -52,6 +51,7 @@ from forkserve.proxy import ProxyTrust
 from forkserve.recycling import MB, NO_LIMIT, RssProbe, request_limit, request_notice
 from forkserve.requestid import before_request_hook
 from forkserve.scoreboard import Scoreboard
+from forkserve.settings.registry import Config
 from forkserve.sockets import Listener
 from forkserve.wsgi import EnvironBuilder, ErrorStream
 

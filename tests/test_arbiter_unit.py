@@ -13,9 +13,9 @@ import pytest
 from conftest import wait_for
 
 from forkserve.arbiter import Arbiter, WorkerRecord
-from forkserve.cli import resolve
 from forkserve.logs import access_log, error_log
 from forkserve.scoreboard import State
+from forkserve.settings.resolve import resolve
 from forkserve.watchdog import RespawnBackoff
 
 

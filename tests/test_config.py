@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import pytest
 from conftest import ROOT, run_forkserve
 
-from forkserve import docs
-from forkserve.cli import UsageError, build_parser, resolve
-from forkserve.config import SETTINGS, defaults
-from forkserve.cpus import cgroup_cpu_limit
+from forkserve.settings import docs
+from forkserve.settings.cpus import cgroup_cpu_limit
+from forkserve.settings.registry import SETTINGS, defaults
+from forkserve.settings.resolve import UsageError, build_parser, resolve
 
 
 @pytest.fixture
@@ -177,9 +180,21 @@ def test_no_app_is_a_usage_error(in_tmp):
 
 
 def test_example_config_and_readme_reference_are_current():
-    assert docs.EXAMPLE_CONFIG.read_text() == docs.example_config(), "run: python -m forkserve.docs --write"
+    assert docs.EXAMPLE_CONFIG.read_text() == docs.example_config(), "run: python -m forkserve.settings.docs --write"
     readme = docs.README.read_text()
-    assert docs.readme_with_reference(readme) == readme, "run: python -m forkserve.docs --write"
+    assert docs.readme_with_reference(readme) == readme, "run: python -m forkserve.settings.docs --write"
+
+
+def test_docs_command_checks_the_repository_files_from_any_directory(tmp_path):
+    """The command README and conf/ name finds the repository root from the package, not from
+    the current directory or from how deep the docs module sits in the package."""
+    assert docs.ROOT == ROOT and docs.EXAMPLE_CONFIG == ROOT / "conf" / "forkserve.conf.py"
+    completed = subprocess.run(
+        [sys.executable, "-m", "forkserve.settings.docs"], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "python -m forkserve.settings.docs --write" in docs.README_BEGIN
 
 
 def test_example_config_loads_and_matches_defaults(in_tmp):

@@ -14,7 +14,7 @@ import gunicorn.config
 from conftest import ROOT
 
 from forkserve.arbiter import HANDLED_SIGNALS
-from forkserve.config import SETTINGS
+from forkserve.settings.registry import SETTINGS
 
 README = (ROOT / "README.md").read_text()
 GUNICORN = {setting.name: setting for setting in gunicorn.config.KNOWN_SETTINGS}

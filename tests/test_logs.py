@@ -13,8 +13,8 @@ import requests
 from conftest import run_forkserve, wait_for
 
 from forkserve.accesslog import JsonFormat, LineFormat, compile_format, escape
-from forkserve.config import DEFAULT_ACCESS_LOG_FORMAT
 from forkserve.http.response import Response
+from forkserve.settings.registry import DEFAULT_ACCESS_LOG_FORMAT
 
 ERROR_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[\d+\] \[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\] ")
 COMMON_LINE = re.compile(

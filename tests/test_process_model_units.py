@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from forkserve import pidfile, privileges, systemd
-from forkserve.config import defaults
 from forkserve.proctitle import master_title, worker_title
 from forkserve.reloader import Reloader
 from forkserve.scoreboard import SlotView, State
+from forkserve.settings.registry import defaults
 
 # -- pidfile -----------------------------------------------------------------------------------
 

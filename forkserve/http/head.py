@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import h11
 
-from forkserve.config import Config
 from forkserve.http.errors import ClientDisconnected, ClientTimeout, HttpError
+from forkserve.settings.registry import Config
 from forkserve.sockets import timeval
 
 RECV_SIZE = 65536

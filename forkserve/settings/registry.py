@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from forkserve import validators as v
-from forkserve.cpus import default_worker_count
+from forkserve.settings import validators as v
+from forkserve.settings.cpus import default_worker_count
 
 SECTIONS = (
     "Config",
