@@ -16,13 +16,13 @@ import time
 from typing import Any
 
 from forkserve.http.connection import Connection, ServeContext
+from forkserve.http.environ import EnvironBuilder, ErrorStream
 from forkserve.http.head import HeadLimits
-from forkserve.proxy import ProxyTrust
-from forkserve.requestid import before_request_hook
+from forkserve.http.proxy import ProxyTrust
+from forkserve.http.requestid import before_request_hook
 from forkserve.scoreboard import Scoreboard
 from forkserve.settings.registry import defaults
 from forkserve.sockets import Listener
-from forkserve.wsgi import EnvironBuilder, ErrorStream
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nConnection: close\r\n\r\n"
 

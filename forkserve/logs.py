@@ -2,7 +2,7 @@
 
 The error log goes to stderr ('-') or a file, lines shaped ``[time] [pid] [LEVEL] message``.
 The access log (off by default) goes to stdout ('-') or a file; its lines are made by
-:mod:`forkserve.accesslog`. ``logconfig_dict`` (stdlib dictConfig) applies last, for full control.
+:mod:`forkserve.http.accesslog`. ``logconfig_dict`` (stdlib dictConfig) applies last, for full control.
 With ``capture_output`` the processes' stdout and stderr (file descriptors 1 and 2, so output of C
 extensions too) go to the error log, as in gunicorn. Files are reopened on USR1 (logrotate); the
 reopen happens in the main loops, never in a signal handler.
@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from forkserve.accesslog import compile_format
+from forkserve.http.accesslog import compile_format
 from forkserve.settings.registry import Config
 
 error_log = logging.getLogger("forkserve.error")

@@ -11,10 +11,11 @@ import errno
 import os
 import socket
 import stat
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from forkserve.http.sockopts import timeval
 
 SYSTEMD_FIRST_FD = 3
 
@@ -90,13 +91,6 @@ def _tune_listener(sock: socket.socket, header_timeout: float, io_timeout: float
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(header_timeout))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(io_timeout))
     sock.setblocking(False)
-
-
-def timeval(seconds: float) -> bytes:
-    """A struct timeval for SO_RCVTIMEO / SO_SNDTIMEO (0 would mean 'forever', so round up)."""
-    whole = int(seconds)
-    micro = max(int((seconds - whole) * 1_000_000), 0 if whole else 1000)
-    return struct.pack("ll", whole, micro)
 
 
 def resolve(host: str | None, port: int) -> list[tuple[Any, ...]]:

@@ -39,21 +39,21 @@ from contextlib import contextmanager, suppress
 from typing import Any, NoReturn
 
 from forkserve import logs, privileges, reloader, stackdump, wakeup, worker_monitor
-from forkserve.accesslog import after_request_hook
 from forkserve.hooks import HookRequest, PassesThroughHooks, call_hook
+from forkserve.http.accesslog import after_request_hook
 from forkserve.http.connection import Connection, ServeContext
+from forkserve.http.environ import EnvironBuilder, ErrorStream
 from forkserve.http.head import HeadLimits
+from forkserve.http.proxy import ProxyTrust
+from forkserve.http.requestid import before_request_hook
 from forkserve.http.response import Response
 from forkserve.loader import AppLoadError, load_app
 from forkserve.logs import error_log
 from forkserve.proctitle import set_title
-from forkserve.proxy import ProxyTrust
 from forkserve.recycling import MB, NO_LIMIT, RssProbe, request_limit, request_notice
-from forkserve.requestid import before_request_hook
 from forkserve.scoreboard import Scoreboard
 from forkserve.settings.registry import Config
 from forkserve.sockets import Listener
-from forkserve.wsgi import EnvironBuilder, ErrorStream
 
 EXIT_OK = 0
 EXIT_ERROR = 1

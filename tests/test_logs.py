@@ -12,7 +12,7 @@ import pytest
 import requests
 from conftest import run_forkserve, wait_for
 
-from forkserve.accesslog import JsonFormat, LineFormat, compile_format, escape
+from forkserve.http.accesslog import JsonFormat, LineFormat, compile_format, escape
 from forkserve.http.response import Response
 from forkserve.settings.registry import DEFAULT_ACCESS_LOG_FORMAT
 

@@ -10,10 +10,10 @@ import socket
 import requests
 from conftest import free_port, wait_for
 
-from forkserve.accesslog import after_request_hook
+from forkserve.http.accesslog import after_request_hook
+from forkserve.http.proxy import ProxyTrust
+from forkserve.http.requestid import ENVIRON_KEY, RequestIds, before_request_hook
 from forkserve.http.response import Response
-from forkserve.proxy import ProxyTrust
-from forkserve.requestid import ENVIRON_KEY, RequestIds, before_request_hook
 
 
 def _environ_of(server, headers: dict[str, str] | None = None) -> tuple[dict[str, object], str]:

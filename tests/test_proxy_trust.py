@@ -12,7 +12,7 @@ import socket
 import pytest
 from http_wire import exchange
 
-from forkserve.proxy import ProxyTrust, node_address, parse_forwarded
+from forkserve.http.proxy import ProxyTrust, node_address, parse_forwarded
 
 
 def environ_of(server, *headers: str, target: str = "/environ") -> dict:

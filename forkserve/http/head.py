@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import h11
 
 from forkserve.http.errors import ClientDisconnected, ClientTimeout, HttpError
+from forkserve.http.sockopts import timeval
 from forkserve.settings.registry import Config
-from forkserve.sockets import timeval
 
 RECV_SIZE = 65536
 HARD_LINE_LIMIT = 65536

@@ -25,8 +25,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from forkserve.http.requestid import ENVIRON_KEY as REQUEST_ID_KEY
 from forkserve.http.response import Response
-from forkserve.requestid import ENVIRON_KEY as REQUEST_ID_KEY
 
 JSON_FORMAT = "json"
 

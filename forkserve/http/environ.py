@@ -7,6 +7,7 @@ cache, so a request costs one dict copy and one loop over its headers.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from typing import IO, Any
@@ -14,11 +15,11 @@ from urllib.parse import unquote_to_bytes
 
 from forkserve import __version__
 from forkserve.http.head import RequestHead
-from forkserve.logs import error_log
-from forkserve.proxy import ProxyTrust
-from forkserve.sockets import Listener
+from forkserve.http.protocols import ListenerFacts
+from forkserve.http.proxy import ProxyTrust
 
 SERVER_SOFTWARE = f"forkserve/{__version__}"
+error_log = logging.getLogger("forkserve.error")  # by name: forkserve.process.logs sets it up
 
 _SPECIAL_KEYS = {b"content-type": "CONTENT_TYPE", b"content-length": None}
 _header_keys: dict[bytes, str | None] = dict(_SPECIAL_KEYS)
@@ -106,7 +107,7 @@ class EnvironBuilder:
     """Builds environs for requests arriving on one listener."""
 
     def __init__(
-        self, listener: Listener, proxy: ProxyTrust, header_map: str, error_stream: ErrorStream
+        self, listener: ListenerFacts, proxy: ProxyTrust, header_map: str, error_stream: ErrorStream
     ) -> None:
         self.script_name = os.environ.get("SCRIPT_NAME", "").rstrip("/")
         self.proxy = proxy

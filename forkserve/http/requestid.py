@@ -15,8 +15,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from forkserve.http.proxy import ProxyTrust
 from forkserve.http.response import Response
-from forkserve.proxy import ProxyTrust
 
 BeforeRequest = Callable[[dict[str, Any], Response, str], None]  # (environ, response, peer address)
 ENVIRON_KEY = "forkserve.request_id"
