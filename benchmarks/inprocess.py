@@ -20,9 +20,9 @@ from forkserve.http.environ import EnvironBuilder, ErrorStream
 from forkserve.http.head import HeadLimits
 from forkserve.http.proxy import ProxyTrust
 from forkserve.http.requestid import before_request_hook
-from forkserve.scoreboard import Scoreboard
+from forkserve.process.scoreboard import Scoreboard
+from forkserve.process.sockets import Listener
 from forkserve.settings.registry import defaults
-from forkserve.sockets import Listener
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nConnection: close\r\n\r\n"
 

@@ -36,28 +36,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from forkserve import __version__, logs, pidfile, reexec, reload, systemd, wakeup
-from forkserve.cli import EXIT_BOOT_FAILED, EXIT_OK
-from forkserve.hooks import call_hook
+from forkserve import __version__, pidfile, reexec, reload, systemd
 from forkserve.lifecycle import MasterLifecycle
-from forkserve.loader import AppLoadError, prepare_import_path
-from forkserve.logs import error_log
 from forkserve.metrics import Telemetry
-from forkserve.proctitle import set_title
+from forkserve.process import logs, wakeup
+from forkserve.process.exits import EXIT_BOOT_FAILED, EXIT_FAILURE, EXIT_OK
+from forkserve.process.hooks import call_hook
+from forkserve.process.loader import AppLoadError, prepare_import_path
+from forkserve.process.logs import error_log
+from forkserve.process.proctitle import set_title
+from forkserve.process.scoreboard import Scoreboard, State
+from forkserve.process.sockets import BindError, Listener, create_listeners, describe
+from forkserve.process.stackdump import TIMEOUT_SIGNAL
 from forkserve.recycling import lifetime_limit, lifetime_notice
-from forkserve.scoreboard import Scoreboard, State
 from forkserve.settings.registry import Config
 from forkserve.settings.resolve import UsageError
-from forkserve.sockets import BindError, Listener, create_listeners, describe
-from forkserve.stackdump import TIMEOUT_SIGNAL
 from forkserve.watchdog import Overdue, RespawnBackoff, overdue, same_episode, stall_limit
-from forkserve.worker import EXIT_BOOT_FAILED as WORKER_BOOT_FAILED
 from forkserve.worker import Worker, signals_held
 
 if TYPE_CHECKING:
     from forkserve.stats import StatsServer
 
-EXIT_BIND_FAILED = 1
 LOOP_TICK = 1.0
 FAST_SHUTDOWN_GRACE = 2.0
 TIMEOUT_KILL_GRACE = 2.0  # after the stack-dump signal, before SIGKILL
@@ -199,7 +198,7 @@ class Arbiter:
             error_log.error("%s", error)
             for listener in self.listeners:
                 listener.close()
-            return EXIT_BIND_FAILED
+            return EXIT_FAILURE
         code = EXIT_BOOT_FAILED
         try:
             started = self.lifecycle.started(self.listeners)  # daemon detach, pidfile, file owners
@@ -569,7 +568,7 @@ class Arbiter:
         ):
             record.ready_at = now
         self.scoreboard.release(record.slot)
-        boot_failed = (os.WIFEXITED(status) and os.WEXITSTATUS(status) == WORKER_BOOT_FAILED
+        boot_failed = (os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_BOOT_FAILED
                        and record.ready_at is None)
         self._log_exit(record, status, boot_failed)
         call_hook(self.config, "child_exit", self, record)

@@ -11,12 +11,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from forkserve.process.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from forkserve.settings.resolve import UsageError, print_config, resolve
-
-EXIT_OK = 0
-EXIT_CHECK_FAILED = 1
-EXIT_USAGE = 2
-EXIT_BOOT_FAILED = 3
 
 
 def _fail(message: str, code: int) -> int:
@@ -44,9 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not config.wsgi_app:
         return _fail("no application given; try: forkserve demo.wsgi:application", EXIT_USAGE)
 
-    from forkserve import lifecycle, logs, privileges
+    from forkserve import lifecycle
     from forkserve.arbiter import Arbiter
-    from forkserve.loader import AppLoadError, load_app, prepare_import_path
+    from forkserve.process import logs, privileges
+    from forkserve.process.loader import AppLoadError, load_app, prepare_import_path
 
     try:
         logs.setup(config)
@@ -69,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_app(config.wsgi_app)
         except AppLoadError as error:
             print(f"forkserve: check failed: {error}", file=sys.stderr)
-            return EXIT_CHECK_FAILED
+            return EXIT_FAILURE
         print(f"forkserve: configuration OK; app {config.wsgi_app} loaded")
         return EXIT_OK
     try:  # pid file, umask, warnings that must reach the terminal

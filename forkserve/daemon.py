@@ -17,10 +17,10 @@ import select
 import sys
 import time
 
+from forkserve.process.exits import EXIT_FAILURE, EXIT_OK
 from forkserve.settings.registry import Config
 
 READY_WAIT = 60.0  # how long the launching command waits for the daemon to be serving
-EXIT_DAEMON_FAILED = 1
 
 
 class Launcher:
@@ -102,7 +102,7 @@ def _wait_for_report(read_fd: int, middle_pid: int) -> int:
                 "(see its error log)",
                 file=sys.stderr,
             )
-            return 0
+            return EXIT_OK
         if not select.select([read_fd], [], [], remaining)[0]:
             continue
         chunk = os.read(read_fd, 4096)
@@ -111,10 +111,10 @@ def _wait_for_report(read_fd: int, middle_pid: int) -> int:
         data += chunk
     word, _, rest = data.decode(errors="replace").strip().partition(" ")
     if word == "ready":
-        return 0
+        return EXIT_OK
     if word == "fail":
         code_text, _, message = rest.partition(" ")
         print(f"forkserve: error: {message}", file=sys.stderr)
-        return int(code_text) if code_text.isdigit() else EXIT_DAEMON_FAILED
+        return int(code_text) if code_text.isdigit() else EXIT_FAILURE
     print("forkserve: error: the daemon exited during start-up; see its error log", file=sys.stderr)
-    return EXIT_DAEMON_FAILED
+    return EXIT_FAILURE

@@ -13,15 +13,16 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from forkserve import daemon, pidfile, privileges
-from forkserve.logs import access_log, error_log
-from forkserve.proctitle import master_title, set_title
-from forkserve.scoreboard import State
+from forkserve import daemon, pidfile
+from forkserve.process import privileges
+from forkserve.process.exits import EXIT_FAILURE
+from forkserve.process.logs import access_log, error_log
+from forkserve.process.proctitle import master_title, set_title
+from forkserve.process.scoreboard import State
+from forkserve.process.sockets import Listener
 from forkserve.settings.registry import Config
-from forkserve.sockets import Listener
 from forkserve.systemd import Notifier
 
-EXIT_START_FAILED = 1
 DAEMON_UMASK = 0o022  # what a daemon gets unless 'umask' is set (it should not inherit a shell's 0)
 
 
@@ -53,7 +54,7 @@ def prepare(config: Config) -> None:
         try:
             warning = pidfile.check(config.pidfile)
         except pidfile.PidfileError as error:
-            raise StartError(str(error), EXIT_START_FAILED) from None
+            raise StartError(str(error), EXIT_FAILURE) from None
         if warning:
             error_log.warning(warning)
     if _umask_is_set(config):
@@ -151,7 +152,7 @@ class MasterLifecycle:
             message = self.failure or (
                 f"the server stopped during start-up (exit code {code}); see {where} for why"
             )
-            self.launcher.failed(code or EXIT_START_FAILED, message)
+            self.launcher.failed(code or EXIT_FAILURE, message)
         self.notifier.close()
 
     # -- helpers -------------------------------------------------------------------------------
@@ -159,7 +160,7 @@ class MasterLifecycle:
     def _fail(self, message: str) -> int:
         error_log.error("%s", message)
         self.failure = message
-        return EXIT_START_FAILED
+        return EXIT_FAILURE
 
     @staticmethod
     def _all_up(arbiter: Any, live: list[Any]) -> bool:

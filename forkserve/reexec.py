@@ -20,13 +20,14 @@ import sys
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 
+from forkserve.process.exits import EXIT_EXEC_FAILED
+
 FDS_ENV = "FORKSERVE_FDS"
 FDS_PID_ENV = "FORKSERVE_FDS_PID"
 OLD_MASTER_ENV = "FORKSERVE_OLD_MASTER"
 FDS_ONLY_ENV = "FORKSERVE_FDS_ONLY"
 STATS_FD_ENV = "FORKSERVE_STATS_FD"
 READY_FD_ENV = "FORKSERVE_READY_FD"
-EXEC_FAILED = 127
 READY_WITH_STATS = b"S"  # ready, and answering the stats socket it was handed
 READY = b"R"  # ready; the handed stats socket (if any) was not taken (stats_bind changed)
 
@@ -83,7 +84,7 @@ def spawn_new_master(argv: Sequence[str], fds: Sequence[int], cwd: str, replaces
         try:
             os.write(2, f"forkserve: cannot exec the new master: {error}\n".encode())
         finally:
-            os._exit(EXEC_FAILED)
+            os._exit(EXIT_EXEC_FAILED)
     raise AssertionError("unreachable")
 
 

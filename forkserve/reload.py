@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
-from forkserve.loader import AppLoadError, load_app
+from forkserve.process.loader import AppLoadError, load_app
 from forkserve.settings.registry import Config
 from forkserve.settings.resolve import resolve
 

@@ -20,8 +20,8 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from forkserve.loader import AppLoadError
-from forkserve.logs import error_log
+from forkserve.process.loader import AppLoadError
+from forkserve.process.logs import error_log
 
 # The files named by the import error this worker is showing, with their mtimes at the failure,
 # so a fix saved before the monitor thread's first look still counts as a change.

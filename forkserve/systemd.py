@@ -17,8 +17,8 @@ import socket
 import time
 from collections.abc import MutableMapping
 
-from forkserve.logs import error_log
-from forkserve.sockets import systemd_fds
+from forkserve.process.logs import error_log
+from forkserve.process.sockets import systemd_fds
 
 LISTEN_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 

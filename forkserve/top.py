@@ -19,7 +19,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from forkserve.sockets import BindError, parse_bind
+from forkserve.process.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from forkserve.process.sockets import BindError, parse_bind
 
 DEFAULT_ADDRESS = "127.0.0.1:9191"
 FETCH_TIMEOUT = 2.0
@@ -199,12 +200,12 @@ def main(argv: Sequence[str]) -> int:
     if args.once:
         stats, problem = _poll(args.stats)
         print("\n".join(render_frame(stats, args.stats, problem)))
-        return 0 if stats is not None else 1
+        return EXIT_OK if stats is not None else EXIT_FAILURE
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("forkserve top: error: needs a terminal; use --once for a single text frame", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         curses.wrapper(_loop, args.stats, args.interval)
     except KeyboardInterrupt:
         pass
-    return 0
+    return EXIT_OK

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from forkserve.scoreboard import SlotView, State
+from forkserve.process.scoreboard import SlotView, State
 from forkserve.settings.registry import Config
 
 HEARTBEAT_SLACK = 2.0  # the worker beats once per idle tick (1 s); allow two missed beats

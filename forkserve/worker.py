@@ -7,7 +7,7 @@ scoreboard slot.
 
 Signals: TERM finishes the current request and exits (serving the listen backlog first when the
 master marked the stop as the server's shutdown); INT and QUIT abandon the request and exit at
-once; USR1 reopens the log files; :data:`~forkserve.stackdump.TIMEOUT_SIGNAL` (from the master's
+once; USR1 reopens the log files; :data:`~forkserve.process.stackdump.TIMEOUT_SIGNAL` (from the master's
 timeout) dumps every thread's stack to the error log, runs ``worker_abort`` and ends the request
 with a 500. A signal sent before the worker's handlers exist waits for them (the master forks
 with these signals blocked), and the abort a handler raises is raised once at most and never into
@@ -38,8 +38,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, NoReturn
 
-from forkserve import logs, privileges, reloader, stackdump, wakeup, worker_monitor
-from forkserve.hooks import HookRequest, PassesThroughHooks, call_hook
+from forkserve import reloader, worker_monitor
 from forkserve.http.accesslog import after_request_hook
 from forkserve.http.connection import Connection, ServeContext
 from forkserve.http.environ import EnvironBuilder, ErrorStream
@@ -47,17 +46,16 @@ from forkserve.http.head import HeadLimits
 from forkserve.http.proxy import ProxyTrust
 from forkserve.http.requestid import before_request_hook
 from forkserve.http.response import Response
-from forkserve.loader import AppLoadError, load_app
-from forkserve.logs import error_log
-from forkserve.proctitle import set_title
+from forkserve.process import logs, privileges, stackdump, wakeup
+from forkserve.process.exits import EXIT_BOOT_FAILED, EXIT_FAILURE, EXIT_OK
+from forkserve.process.hooks import HookRequest, PassesThroughHooks, call_hook
+from forkserve.process.loader import AppLoadError, load_app
+from forkserve.process.logs import error_log
+from forkserve.process.proctitle import set_title
+from forkserve.process.scoreboard import Scoreboard
+from forkserve.process.sockets import Listener
 from forkserve.recycling import MB, NO_LIMIT, RssProbe, request_limit, request_notice
-from forkserve.scoreboard import Scoreboard
 from forkserve.settings.registry import Config
-from forkserve.sockets import Listener
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_BOOT_FAILED = 3
 
 IDLE_TICK = 1.0
 DRAIN_MARGIN = 1.0  # stop draining this long before the master's graceful_timeout SIGKILL
@@ -122,7 +120,7 @@ class Worker:
         """Entry point in the child after fork. Never returns, whatever happens: it ends with
         ``os._exit``, so a worker can never fall back into the master's code it was forked from
         (which would remove the master's pid file and socket files on its way out)."""
-        code = EXIT_ERROR
+        code = EXIT_FAILURE
         try:
             code = self._live()
         finally:
@@ -142,12 +140,12 @@ class Worker:
             return EXIT_OK
         except WorkerTimeout:
             error_log.warning("worker %d: timed out outside a request; exiting", os.getpid())
-            return EXIT_ERROR
+            return EXIT_FAILURE
         except SystemExit as error:
-            return error.code if isinstance(error.code, int) else EXIT_ERROR
+            return error.code if isinstance(error.code, int) else EXIT_FAILURE
         except BaseException:  # noqa: BLE001 -- last stop before os._exit: log whatever it was
             error_log.exception("worker %d crashed", os.getpid())
-            return EXIT_ERROR
+            return EXIT_FAILURE
 
     def _exit(self, code: int) -> NoReturn:
         """The exit path: no signal handler raises here any more (``abortable`` is False)."""

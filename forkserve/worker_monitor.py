@@ -14,10 +14,10 @@ import threading
 import time
 from typing import Any
 
-from forkserve.logs import error_log
-from forkserve.proctitle import set_title, worker_title
+from forkserve.process.logs import error_log
+from forkserve.process.proctitle import set_title, worker_title
+from forkserve.process.scoreboard import Scoreboard
 from forkserve.reloader import Reloader
-from forkserve.scoreboard import Scoreboard
 
 INTERVAL = 1.0
 

@@ -13,8 +13,8 @@ import pytest
 from conftest import wait_for
 
 from forkserve.arbiter import Arbiter, WorkerRecord
-from forkserve.logs import access_log, error_log
-from forkserve.scoreboard import State
+from forkserve.process.logs import access_log, error_log
+from forkserve.process.scoreboard import State
 from forkserve.settings.resolve import resolve
 from forkserve.watchdog import RespawnBackoff
 

@@ -23,7 +23,7 @@ from forkserve.metrics import (
     render_prometheus,
     restart_reason_key,
 )
-from forkserve.scoreboard import DURATION_BUCKETS, Counters, Scoreboard, State
+from forkserve.process.scoreboard import DURATION_BUCKETS, Counters, Scoreboard, State
 from forkserve.top import get
 
 FAMILY_TYPES = {

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from forkserve import pidfile, privileges, systemd
-from forkserve.proctitle import master_title, worker_title
+from forkserve import pidfile, systemd
+from forkserve.process import privileges
+from forkserve.process.proctitle import master_title, worker_title
+from forkserve.process.scoreboard import SlotView, State
 from forkserve.reloader import Reloader
-from forkserve.scoreboard import SlotView, State
 from forkserve.settings.registry import defaults
 
 # -- pidfile -----------------------------------------------------------------------------------

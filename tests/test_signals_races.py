@@ -13,7 +13,7 @@ import time
 import requests
 from conftest import wait_for
 
-from forkserve.stackdump import TIMEOUT_SIGNAL
+from forkserve.process.stackdump import TIMEOUT_SIGNAL
 from forkserve.worker import HELD_SIGNALS, signals_held
 
 APP = "supervision_app:application"

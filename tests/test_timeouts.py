@@ -13,7 +13,7 @@ import pytest
 import requests
 from conftest import raw_exchange, status_of, wait_for
 
-from forkserve.scoreboard import SlotView, State
+from forkserve.process.scoreboard import SlotView, State
 from forkserve.watchdog import RespawnBackoff, overdue, same_episode
 
 

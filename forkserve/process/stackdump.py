@@ -17,8 +17,8 @@ import sys
 from contextlib import suppress
 from typing import IO, Any
 
-from forkserve import logs
-from forkserve.logs import error_log
+from forkserve.process import logs
+from forkserve.process.logs import error_log
 
 # A real-time signal: nothing sends it by accident (a USR2 or ABRT sent to a whole process group
 # would otherwise abort every worker), and faulthandler refuses the fatal signals like SIGABRT.

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any
 
-from forkserve.logs import error_log
+from forkserve.process.logs import error_log
 from forkserve.settings.registry import Config
 
 

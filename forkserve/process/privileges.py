@@ -18,7 +18,7 @@ import pwd
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from forkserve.logs import error_log
+from forkserve.process.logs import error_log
 from forkserve.settings.registry import Config
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from setproctitle import setproctitle
 
-from forkserve.scoreboard import SlotView, State
+from forkserve.process.scoreboard import SlotView, State
 
 
 def set_title(text: str) -> None:
