@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 
 from forkserve import __version__, pidfile, reexec, reload, systemd
 from forkserve.lifecycle import MasterLifecycle
-from forkserve.metrics import Telemetry
 from forkserve.process import logs, wakeup
 from forkserve.process.exits import EXIT_BOOT_FAILED, EXIT_FAILURE, EXIT_OK
 from forkserve.process.hooks import call_hook
@@ -48,14 +47,15 @@ from forkserve.process.proctitle import set_title
 from forkserve.process.scoreboard import Scoreboard, State
 from forkserve.process.sockets import BindError, Listener, create_listeners, describe
 from forkserve.process.stackdump import TIMEOUT_SIGNAL
-from forkserve.recycling import lifetime_limit, lifetime_notice
 from forkserve.settings.registry import Config
 from forkserve.settings.resolve import UsageError
+from forkserve.stats.metrics import Telemetry
 from forkserve.watchdog import Overdue, RespawnBackoff, overdue, same_episode, stall_limit
-from forkserve.worker import Worker, signals_held
+from forkserve.worker.recycling import lifetime_limit, lifetime_notice
+from forkserve.worker.worker import Worker, signals_held
 
 if TYPE_CHECKING:
-    from forkserve.stats import StatsServer
+    from forkserve.stats.server import StatsServer
 
 LOOP_TICK = 1.0
 FAST_SHUTDOWN_GRACE = 2.0
@@ -150,7 +150,7 @@ class Arbiter:
         self.lifecycle = MasterLifecycle(config)  # process model: pidfile, daemon, systemd, title
         # Like extra_readers: fds the loop waits on to become writable (stats replies).
         self.extra_writers: dict[int, Callable[[], None]] = {}
-        self.telemetry = Telemetry()  # restarts, draining, loop tick: see forkserve.metrics
+        self.telemetry = Telemetry()  # restarts, draining, loop tick: see forkserve.stats.metrics
         self.stats_server: StatsServer | None = None
         self.drain_ends_at: float | None = None  # TERM with shutdown_delay: when the wait is over
         self.new_master_ready_fd: int | None = None  # USR2: the successor says "ready" on this pipe
@@ -184,7 +184,7 @@ class Arbiter:
                 handed_over=handover.fds,
             )
             if self.config.stats_bind:  # imported only when used: workers need none of it
-                from forkserve.stats import open_stats_server
+                from forkserve.stats.server import open_stats_server
 
                 self.stats_server = open_stats_server(
                     self.config.stats_bind, self, self.extra_readers, self.extra_writers, self.config.umask,

@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``forkserve`` command. Returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["top"]:
-        from forkserve.top import main as top_main
+        from forkserve.stats.top import main as top_main
 
         return top_main(argv[1:])
     try:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import importlib
 import os
-import site
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
-from forkserve.process.loader import AppLoadError, load_app
+from forkserve.process.loader import AppLoadError, library_roots, load_app
 from forkserve.settings.registry import Config
 from forkserve.settings.resolve import resolve
 
@@ -45,25 +44,13 @@ def apply_raw_env(config: Config) -> None:
         os.environ[name] = value
 
 
-def _installed_roots() -> tuple[str, ...]:
-    import sysconfig  # only for --reload / a preload reload: keep it out of every worker
-
-    paths = sysconfig.get_paths()
-    roots = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
-    user_site = site.getusersitepackages() if site.ENABLE_USER_SITE else None
-    if user_site:
-        roots.add(user_site)
-    roots.add(os.path.dirname(os.path.abspath(__file__)))  # forkserve itself
-    return tuple(os.path.realpath(root) + os.sep for root in roots)
-
-
 def is_app_module(module: ModuleType | None, roots: tuple[str, ...] | None = None) -> bool:
     """Is this the user's own pure-Python code, safe to import again?"""
     filename = getattr(module, "__file__", None)
     if not filename or not filename.endswith((".py", ".pyc")):
         return False
     path = os.path.realpath(filename)
-    return not path.startswith(roots or _installed_roots())
+    return not path.startswith(roots or library_roots())
 
 
 class PreloadedApp:
@@ -77,7 +64,7 @@ class PreloadedApp:
         saved = self.unload()
         importlib.invalidate_caches()
         before = set(sys.modules)
-        roots = _installed_roots()
+        roots = library_roots()
         try:
             try:
                 app = load_app(spec)

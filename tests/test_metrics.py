@@ -14,8 +14,9 @@ import requests
 from conftest import free_port, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from forkserve.backlog import QueueDepth
-from forkserve.metrics import (
+from forkserve.process.scoreboard import DURATION_BUCKETS, Counters, Scoreboard, State
+from forkserve.stats.backlog import QueueDepth
+from forkserve.stats.metrics import (
     ListenerStats,
     Snapshot,
     Telemetry,
@@ -23,8 +24,7 @@ from forkserve.metrics import (
     render_prometheus,
     restart_reason_key,
 )
-from forkserve.process.scoreboard import DURATION_BUCKETS, Counters, Scoreboard, State
-from forkserve.top import get
+from forkserve.stats.top import get
 
 FAMILY_TYPES = {
     "forkserve_requests": "counter",

@@ -15,8 +15,8 @@ from forkserve import pidfile, systemd
 from forkserve.process import privileges
 from forkserve.process.proctitle import master_title, worker_title
 from forkserve.process.scoreboard import SlotView, State
-from forkserve.reloader import Reloader
 from forkserve.settings.registry import defaults
+from forkserve.worker.reloader import Reloader
 
 # -- pidfile -----------------------------------------------------------------------------------
 
@@ -146,7 +146,7 @@ def test_reloader_watches_app_modules_not_the_library():
     reloader = Reloader()
     files = reloader.watched()
     assert __file__ in files  # this test module is "the app" here
-    assert not any(path.endswith(("/os.py", "/forkserve/worker.py")) for path in files)
+    assert not any(path.endswith(("/os.py", "/forkserve/worker/worker.py")) for path in files)
     assert not any("site-packages" in path for path in files)
 
 

@@ -15,7 +15,7 @@ from conftest import free_port, process_title, wait_for
 from nginx import RequestLoop
 from test_process_model import _receive
 
-from forkserve.top import get
+from forkserve.stats.top import get
 
 LONG_DELAY = "120"  # never reached here: the master exiting at all shows the wait was ended
 

@@ -14,7 +14,7 @@ import requests
 from conftest import wait_for
 
 from forkserve.process.stackdump import TIMEOUT_SIGNAL
-from forkserve.worker import HELD_SIGNALS, signals_held
+from forkserve.worker.worker import HELD_SIGNALS, signals_held
 
 APP = "supervision_app:application"
 

@@ -14,7 +14,7 @@ from loadclient import LoadLoop
 
 from forkserve.process.sockets import create_listeners
 from forkserve.reexec import READY_WITH_STATS, Handover, handed_over, tell_old_master_ready
-from forkserve.top import StatsUnavailable, fetch_stats, get
+from forkserve.stats.top import StatsUnavailable, fetch_stats, get
 
 APP = "supervision_app:application"
 GET = b"GET /hello HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"

@@ -15,7 +15,7 @@ import requests
 from conftest import free_port, run_forkserve, wait_for
 from test_metrics import scrape, value
 
-from forkserve.top import StatsUnavailable, fetch_stats, get
+from forkserve.stats.top import StatsUnavailable, fetch_stats, get
 
 
 def _raw(address: str, data: bytes, timeout: float = 5.0) -> bytes:

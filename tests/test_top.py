@@ -15,7 +15,7 @@ import time
 import requests
 from conftest import APPS, ROOT, free_port, run_forkserve, wait_for
 
-from forkserve.top import render_frame
+from forkserve.stats.top import render_frame
 
 ESCAPES = re.compile(rb"\x1b(\[[0-9;?]*[A-Za-z@`]|\([0-9A-Za-z]|[=>78HMc]|\][^\x07]*\x07)")
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import ast
 import importlib
 import os
+import site
 import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
 
+import forkserve
 from forkserve.settings.registry import Config
 
 
@@ -36,6 +38,24 @@ def prepare_import_path(config: Config) -> None:
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
+
+
+def library_roots() -> tuple[str, ...]:
+    """Directories whose modules are not the app's own code, each ending in a separator: the
+    standard library, installed packages (site-packages, the user's too) and forkserve itself.
+
+    ``--reload`` watches only the app's files and a preload HUP re-imports only the app's
+    modules, so forkserve must count as library. Its directory is taken from the package
+    (``forkserve.__file__``), not from where this module sits in it.
+    """
+    import sysconfig  # only for --reload / a preload reload: keep it out of every worker
+
+    paths = sysconfig.get_paths()
+    roots = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
+    roots.update(site.getsitepackages())
+    roots.add(site.getusersitepackages())
+    roots.add(os.path.dirname(os.path.abspath(forkserve.__file__)))
+    return tuple(os.path.join(os.path.realpath(root), "") for root in roots if root)
 
 
 def parse_app_spec(spec: str) -> tuple[str, str, bool]:

@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 
 from forkserve import __version__
-from forkserve.metrics import PROMETHEUS_CONTENT_TYPE, Master, render_json, render_prometheus, snapshot
 from forkserve.process.logs import error_log
 from forkserve.process.sockets import Listener, create_listeners, describe
+from forkserve.stats.metrics import PROMETHEUS_CONTENT_TYPE, Master, render_json, render_prometheus, snapshot
 
 MAX_REQUEST = 8192
 MAX_CLIENTS = 32

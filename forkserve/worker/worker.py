@@ -14,7 +14,7 @@ with these signals blocked), and the abort a handler raises is raised once at mo
 the worker's exit path (see ``Worker._abort_once``).
 
 Recycling: ahead of its request budget (``max_requests`` + its own jitter; see
-:func:`~forkserve.recycling.request_notice`) a worker asks the master for a replacement over the
+:func:`~forkserve.worker.recycling.request_notice`) a worker asks the master for a replacement over the
 control channel and keeps serving until the master, once the replacement is ready, sends TERM; so
 capacity normally never dips. The budget is a hard limit all the same: the request that reaches
 it is answered with ``Connection: close`` and the worker takes no other, whether or not its
@@ -38,7 +38,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, NoReturn
 
-from forkserve import reloader, worker_monitor
 from forkserve.http.accesslog import after_request_hook
 from forkserve.http.connection import Connection, ServeContext
 from forkserve.http.environ import EnvironBuilder, ErrorStream
@@ -54,8 +53,9 @@ from forkserve.process.logs import error_log
 from forkserve.process.proctitle import set_title
 from forkserve.process.scoreboard import Scoreboard
 from forkserve.process.sockets import Listener
-from forkserve.recycling import MB, NO_LIMIT, RssProbe, request_limit, request_notice
 from forkserve.settings.registry import Config
+from forkserve.worker import monitor, reloader
+from forkserve.worker.recycling import MB, NO_LIMIT, RssProbe, request_limit, request_notice
 
 IDLE_TICK = 1.0
 DRAIN_MARGIN = 1.0  # stop draining this long before the master's graceful_timeout SIGKILL
@@ -90,6 +90,7 @@ class Worker:
     ) -> None:
         self.config = self.cfg = config  # ``cfg``: the name gunicorn's hooks use
         self.listeners = listeners
+        self.scoreboard = scoreboard
         self.slot = scoreboard.writer(slot_index)
         self.slot_index = slot_index
         self.control = control
@@ -191,7 +192,7 @@ class Worker:
         context = self._serve_context()
         self.slot.ready(time.time())
         self._tell_master({"event": "ready"})
-        worker_monitor.start(self)  # process title from the scoreboard, --reload watch
+        monitor.start(self)  # process title from the scoreboard, --reload watch
         error_log.debug("worker %d ready", self.pid)
         self._loop(context)
         if self.slot.drain_requested():

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from forkserve import __version__
-from forkserve.backlog import QueueDepth, queue_depth
 from forkserve.process.scoreboard import DURATION_BUCKETS, Counters, Scoreboard, SlotView, State
 from forkserve.process.sockets import Listener, describe
+from forkserve.stats.backlog import QueueDepth, queue_depth
 
 RESTART_REASONS = ("max_requests", "memory", "lifetime", "timeout", "crash")
 LIVENESS_STALE = 10.0  # seconds without a master loop turn before /healthz says the master is stuck

@@ -15,12 +15,11 @@ traceback, so saving the fix brings the app back — the ``runserver`` experienc
 from __future__ import annotations
 
 import os
-import site
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from forkserve.process.loader import AppLoadError
+from forkserve.process.loader import AppLoadError, library_roots
 from forkserve.process.logs import error_log
 
 # The files named by the import error this worker is showing, with their mtimes at the failure,
@@ -28,23 +27,11 @@ from forkserve.process.logs import error_log
 _load_error_files: dict[str, int | None] = {}
 
 
-def _library_roots() -> tuple[str, ...]:
-    """Directories whose modules are not the app's: stdlib, site-packages, forkserve itself."""
-    import sysconfig  # only for --reload / a preload reload: keep it out of every worker
-
-    paths = sysconfig.get_paths()
-    roots = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
-    roots.update(site.getsitepackages())
-    roots.add(site.getusersitepackages())
-    roots.add(os.path.dirname(os.path.abspath(__file__)))
-    return tuple(os.path.join(os.path.realpath(root), "") for root in roots if root)
-
-
 class Reloader:
     """Remembers the mtime of each watched file when first seen; reports the first that changes."""
 
     def __init__(self, extra_files: Iterable[str] = ()) -> None:
-        self.library_roots = _library_roots()
+        self.library_roots = library_roots()
         self.extra_files = [os.path.abspath(path) for path in extra_files]
         self.module_files: dict[str, str | None] = {}  # module name -> watched file, or None
         self.mtimes: dict[str, int | None] = dict(_load_error_files)

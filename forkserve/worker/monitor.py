@@ -17,7 +17,7 @@ from typing import Any
 from forkserve.process.logs import error_log
 from forkserve.process.proctitle import set_title, worker_title
 from forkserve.process.scoreboard import Scoreboard
-from forkserve.reloader import Reloader
+from forkserve.worker.reloader import Reloader
 
 INTERVAL = 1.0
 
@@ -58,6 +58,6 @@ def start(worker: Any) -> WorkerMonitor:
     if config.reload:
         reloader = Reloader(config.reload_extra_files)
         reloader.changed()  # the baseline mtimes now, not whenever the thread first runs
-    monitor = WorkerMonitor(config.app_name, worker.server.scoreboard, worker.slot_index, reloader)
+    monitor = WorkerMonitor(config.app_name, worker.scoreboard, worker.slot_index, reloader)
     monitor.start()
     return monitor
