@@ -40,8 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not config.wsgi_app:
         return _fail("no application given; try: forkserve demo.wsgi:application", EXIT_USAGE)
 
-    from forkserve import lifecycle
-    from forkserve.arbiter import Arbiter
+    from forkserve.master import lifecycle
+    from forkserve.master.arbiter import Arbiter
     from forkserve.process import logs, privileges
     from forkserve.process.loader import AppLoadError, load_app, prepare_import_path
 

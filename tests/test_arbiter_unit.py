@@ -12,11 +12,11 @@ import time
 import pytest
 from conftest import wait_for
 
-from forkserve.arbiter import Arbiter, WorkerRecord
+from forkserve.master.arbiter import Arbiter, WorkerRecord
+from forkserve.master.watchdog import RespawnBackoff
 from forkserve.process.logs import access_log, error_log
 from forkserve.process.scoreboard import State
 from forkserve.settings.resolve import resolve
-from forkserve.watchdog import RespawnBackoff
 
 
 class Lines(logging.Handler):

@@ -13,7 +13,7 @@ import gunicorn
 import gunicorn.config
 from conftest import ROOT
 
-from forkserve.arbiter import HANDLED_SIGNALS
+from forkserve.master.arbiter import HANDLED_SIGNALS
 from forkserve.settings.registry import SETTINGS
 
 README = (ROOT / "README.md").read_text()

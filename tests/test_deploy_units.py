@@ -22,7 +22,7 @@ import requests
 from conf_template import render
 from conftest import ROOT, wait_for
 
-from forkserve.arbiter import HANDLED_SIGNALS
+from forkserve.master.arbiter import HANDLED_SIGNALS
 from forkserve.process.exits import EXIT_BOOT_FAILED, EXIT_USAGE
 from forkserve.settings.registry import defaults
 from forkserve.settings.resolve import resolve

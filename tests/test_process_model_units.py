@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from forkserve import pidfile, systemd
+from forkserve.master import pidfile, systemd
 from forkserve.process import privileges
 from forkserve.process.proctitle import master_title, worker_title
 from forkserve.process.scoreboard import SlotView, State

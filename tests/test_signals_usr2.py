@@ -12,8 +12,8 @@ import pytest
 from conftest import children_of, free_port, pid_alive, raw_exchange, status_of, wait_for
 from loadclient import LoadLoop
 
+from forkserve.master.upgrade import READY_WITH_STATS, Handover, handed_over, tell_old_master_ready
 from forkserve.process.sockets import create_listeners
-from forkserve.reexec import READY_WITH_STATS, Handover, handed_over, tell_old_master_ready
 from forkserve.stats.top import StatsUnavailable, fetch_stats, get
 
 APP = "supervision_app:application"

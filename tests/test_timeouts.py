@@ -13,8 +13,8 @@ import pytest
 import requests
 from conftest import raw_exchange, status_of, wait_for
 
+from forkserve.master.watchdog import RespawnBackoff, overdue, same_episode
 from forkserve.process.scoreboard import SlotView, State
-from forkserve.watchdog import RespawnBackoff, overdue, same_episode
 
 
 def test_timeout_dumps_the_stack_and_replaces_the_worker(start_server, tmp_path):

@@ -13,7 +13,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from forkserve import daemon, pidfile
+from forkserve.master import daemon, pidfile
+from forkserve.master.systemd import Notifier
 from forkserve.process import privileges
 from forkserve.process.exits import EXIT_FAILURE
 from forkserve.process.logs import access_log, error_log
@@ -21,7 +22,6 @@ from forkserve.process.proctitle import master_title, set_title
 from forkserve.process.scoreboard import State
 from forkserve.process.sockets import Listener
 from forkserve.settings.registry import Config
-from forkserve.systemd import Notifier
 
 DAEMON_UMASK = 0o022  # what a daemon gets unless 'umask' is set (it should not inherit a shell's 0)
 

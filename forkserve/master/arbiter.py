@@ -36,8 +36,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from forkserve import __version__, pidfile, reexec, reload, systemd
-from forkserve.lifecycle import MasterLifecycle
+from forkserve import __version__
+from forkserve.master import pidfile, reload, systemd
+from forkserve.master import upgrade as reexec
+from forkserve.master.lifecycle import MasterLifecycle
+from forkserve.master.watchdog import Overdue, RespawnBackoff, overdue, same_episode, stall_limit
 from forkserve.process import logs, wakeup
 from forkserve.process.exits import EXIT_BOOT_FAILED, EXIT_FAILURE, EXIT_OK
 from forkserve.process.hooks import call_hook
@@ -50,7 +53,6 @@ from forkserve.process.stackdump import TIMEOUT_SIGNAL
 from forkserve.settings.registry import Config
 from forkserve.settings.resolve import UsageError
 from forkserve.stats.metrics import Telemetry
-from forkserve.watchdog import Overdue, RespawnBackoff, overdue, same_episode, stall_limit
 from forkserve.worker.recycling import lifetime_limit, lifetime_notice
 from forkserve.worker.worker import Worker, signals_held
 
