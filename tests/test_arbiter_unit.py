@@ -1,5 +1,5 @@
 """The master's loop driven without real signals: signals are queued by hand and handled with
-``handle_signals()``; workers are either fake records (no fork) or real trivial children."""
+``handle_signals()``; the fleet's workers are either fake records (no fork) or real trivial children."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import time
 import pytest
 from conftest import wait_for
 
-from forkserve.master.arbiter import Arbiter, WorkerRecord
+from forkserve.master.arbiter import Arbiter
+from forkserve.master.fleet import Fleet, WorkerRecord
 from forkserve.master.watchdog import RespawnBackoff
 from forkserve.process.logs import access_log, error_log
 from forkserve.process.scoreboard import State
@@ -45,7 +46,7 @@ def log_lines():
         logger.propagate = propagate
 
 
-class FakeWorkers(Arbiter):
+class FakeFleet(Fleet):
     """Spawning records a worker that is ready at once (unless ``boot_instantly`` is False);
     signals to workers are recorded."""
 
@@ -63,15 +64,23 @@ class FakeWorkers(Arbiter):
         self.scoreboard.claim(index, pid)
         if self.boot_instantly:
             self.scoreboard.writer(index).ready(time.time())
-        record = WorkerRecord(pid=pid, slot=index, spawned_at=time.monotonic(), generation=self.generation)
+        record = WorkerRecord(pid=pid, slot=index, spawned_at=time.monotonic(), generation=self.server.generation)
         self.workers[pid] = record
         return record
 
-    def _kill(self, pid: int, signum: int) -> None:
+    def kill(self, pid: int, signum: int) -> None:
         self.sent.append((pid, signum))
 
+
+class FakeWorkers(Arbiter):
+    """An arbiter whose fleet is a FakeFleet."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fleet = FakeFleet(self)
+
     def feed(self, *signums: int) -> None:
-        self.signal_queue.extend(signums)
+        self.events.signals.extend(signums)
         self.handle_signals()
         self.manage()
 
@@ -86,7 +95,7 @@ def fake(tmp_path, monkeypatch, log_lines) -> FakeWorkers:
 
 
 def terms(arbiter: FakeWorkers) -> list[int]:
-    return [pid for pid, signum in arbiter.sent if signum == signal.SIGTERM]
+    return [pid for pid, signum in arbiter.fleet.sent if signum == signal.SIGTERM]
 
 
 def test_ttin_adds_and_ttou_stops_the_oldest_idle_worker(fake):
@@ -99,7 +108,7 @@ def test_ttin_adds_and_ttou_stops_the_oldest_idle_worker(fake):
     assert terms(fake) == [second]  # the oldest *idle* one, not the busy first
     fake.feed(signal.SIGTTOU, signal.SIGTTOU)
     assert fake.target_workers == 1 and len(terms(fake)) == 2
-    assert len(fake.serving()) == 1
+    assert len(fake.fleet.serving()) == 1
 
 
 def test_winch_parks_workers_and_hup_brings_a_new_generation(fake, log_lines):
@@ -109,41 +118,41 @@ def test_winch_parks_workers_and_hup_brings_a_new_generation(fake, log_lines):
     fake.manage()
     assert set(fake.workers) == old  # no respawn while parked
     fake.feed(signal.SIGHUP)
-    assert not fake.paused and fake.reloading is not None
+    assert not fake.paused and fake.reload.state is not None
     error_log.addHandler(log_lines)  # the reload set the logs up afresh from the configuration
     fake.manage()  # the new workers report ready; the reload completes
     new = set(fake.workers) - old
-    assert len(new) == 2 and fake.reloading is None
+    assert len(new) == 2 and fake.reload.state is None
     assert all(fake.workers[pid].generation == fake.generation for pid in new)
     assert "reload complete: 2 workers" in log_lines.text()
 
 
 def test_new_worker_killed_as_stuck_while_booting_abandons_the_reload(fake, log_lines, capsys):
     old, generation = set(fake.workers), fake.generation
-    fake.boot_instantly = False
+    fake.fleet.boot_instantly = False
     fake.feed(signal.SIGHUP)
     error_log.addHandler(log_lines)
     fake.manage()
     new = [record for record in fake.workers.values() if record.pid not in old]
-    assert len(new) == 2 and fake.reloading is not None
+    assert len(new) == 2 and fake.reload.state is not None
     stuck = new[0]
     stuck.abort_sent_at = time.monotonic()  # as the stall check does, then SIGKILL
     del fake.workers[stuck.pid]
     fake._worker_exited(stuck, signal.SIGKILL)  # wait status of a SIGKILLed child
-    assert fake.reloading is None and fake.generation == generation
-    assert (new[1].pid, signal.SIGTERM) in fake.sent  # the other new worker is stopped
-    assert not any(pid in old for pid, _ in fake.sent)  # the old ones keep serving
+    assert fake.reload.state is None and fake.generation == generation
+    assert (new[1].pid, signal.SIGTERM) in fake.fleet.sent  # the other new worker is stopped
+    assert not any(pid in old for pid, _ in fake.fleet.sent)  # the old ones keep serving
     # (going back to the old configuration set its logging up again: stderr here)
     assert "a new worker ended before it was ready (SIGKILL)" in capsys.readouterr().err
 
 
 def test_term_is_graceful_int_and_quit_are_fast(fake):
-    fake.signal_queue.append(signal.SIGTERM)
+    fake.events.signals.append(signal.SIGTERM)
     fake.handle_signals()
     assert fake.stopping == "graceful"
     for signum in (signal.SIGINT, signal.SIGQUIT):
         fake.stopping = None
-        fake.signal_queue.append(signum)
+        fake.events.signals.append(signum)
         fake.handle_signals()
         assert fake.stopping == "fast"
 
@@ -157,7 +166,7 @@ def test_lifetime_and_retirement_replace_before_stopping(fake):
     assert terms(fake) == [victim]
 
 
-class ForkingWorkers(Arbiter):
+class ForkingFleet(Fleet):
     """Real children that just sleep (or exit with ``child_exit_code`` at once)."""
 
     child_exit_code: int | None = None
@@ -175,7 +184,7 @@ class ForkingWorkers(Arbiter):
             finally:
                 os._exit(0)  # never back into pytest
         self.scoreboard.set_pid(index, pid)
-        record = WorkerRecord(pid=pid, slot=index, spawned_at=time.monotonic(), generation=self.generation)
+        record = WorkerRecord(pid=pid, slot=index, spawned_at=time.monotonic(), generation=self.server.generation)
         self.workers[pid] = record
         return record
 
@@ -183,7 +192,8 @@ class ForkingWorkers(Arbiter):
 @pytest.fixture
 def forking(tmp_path, monkeypatch, log_lines):
     monkeypatch.chdir(tmp_path)
-    arbiter = ForkingWorkers(resolve(["-w", "2", "simple_apps:hello"], {}))
+    arbiter = Arbiter(resolve(["-w", "2", "simple_apps:hello"], {}))
+    arbiter.fleet = ForkingFleet(arbiter)
     arbiter.prepare()
     yield arbiter
     for pid in list(arbiter.workers):
@@ -199,12 +209,12 @@ def zombie(pid: int) -> bool:
 
 
 def test_chld_reaps_a_killed_worker_and_respawns(forking, log_lines):
-    forking.backoff = RespawnBackoff(instant=0.0)  # a quick death is not a crash loop here
+    forking.fleet.backoff = RespawnBackoff(instant=0.0)  # a quick death is not a crash loop here
     forking.spawn_missing()
     victim = min(forking.workers)
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: zombie(victim), 5, message="the child to die")
-    forking.signal_queue.append(signal.SIGCHLD)
+    forking.events.signals.append(signal.SIGCHLD)
     forking.handle_signals()
     forking.reap()
     assert victim not in forking.workers
@@ -214,17 +224,17 @@ def test_chld_reaps_a_killed_worker_and_respawns(forking, log_lines):
 
 
 def test_boot_failure_stops_the_master_only_at_first_start(forking, log_lines):
-    forking.child_exit_code = 3
+    forking.fleet.child_exit_code = 3
     forking.spawn_missing()
     wait_for(lambda: all(zombie(pid) for pid in forking.workers), 5, message="children to exit")
     forking.reap()
     assert forking.stopping == "fast" and forking.exit_code == 3
 
-    forking.stopping, forking.exit_code, forking.ever_ready = None, 0, True  # later in life
+    forking.stopping, forking.exit_code, forking.fleet.ever_ready = None, 0, True  # later in life
     forking.spawn_missing()
     wait_for(lambda: all(zombie(pid) for pid in forking.workers), 5, message="children to exit")
     forking.reap()
-    assert forking.stopping is None and forking.backoff.failures == 2
+    assert forking.stopping is None and forking.fleet.backoff.failures == 2
     assert "waiting 0.50s before the next" in log_lines.text()
     assert forking.scoreboard is not None and all(
         view.state == State.EMPTY for view in map(forking.scoreboard.read, range(4))

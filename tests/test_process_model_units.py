@@ -3,16 +3,21 @@ user/group resolution. The end-to-end behaviour is in test_process_model.py."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
+import forkserve
 from forkserve.master import pidfile, systemd
+from forkserve.master.reload import is_app_module
 from forkserve.process import privileges
+from forkserve.process.loader import library_roots
 from forkserve.process.proctitle import master_title, worker_title
 from forkserve.process.scoreboard import SlotView, State
 from forkserve.settings.registry import defaults
@@ -148,6 +153,18 @@ def test_reloader_watches_app_modules_not_the_library():
     assert __file__ in files  # this test module is "the app" here
     assert not any(path.endswith(("/os.py", "/forkserve/worker/worker.py")) for path in files)
     assert not any("site-packages" in path for path in files)
+
+
+def test_every_folder_of_forkserve_is_library_to_the_reloader_and_the_preload_reload():
+    """--reload and a preload HUP tell forkserve's modules from the app's by the package's own
+    directory, found from the package: no module of forkserve is app code, however deep it sits."""
+    assert os.path.join(os.path.dirname(os.path.realpath(forkserve.__file__)), "") in library_roots()
+    reloader = Reloader()
+    for name in ("forkserve.cli", "forkserve.master.reload", "forkserve.worker.reloader",
+                 "forkserve.http.connection", "forkserve.settings.docs"):
+        module = importlib.import_module(name)
+        assert not is_app_module(module) and not reloader.is_app_file(module.__file__), name
+    assert is_app_module(sys.modules[__name__]) and reloader.is_app_file(__file__)  # the "app" here
 
 
 # -- user / group ------------------------------------------------------------------------------

@@ -99,8 +99,11 @@ class Master(Protocol):
     target_workers: int
     stopping: str | None
     listeners: list[Listener]
-    scoreboard: Scoreboard | None
     telemetry: Telemetry
+
+    @property
+    def scoreboard(self) -> Scoreboard | None:
+        """The shared scoreboard (None before the master has made it)."""
 
 
 @dataclass(frozen=True)
