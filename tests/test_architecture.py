@@ -81,3 +81,7 @@ def test_the_http_layer_loads_nothing_from_the_process_side():
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "[]"
 
+
+def test_each_role_folder_has_its_tests_in_a_folder_of_the_same_name():
+    for role in ROLES:
+        assert list((ROOT / "tests" / role).glob("test_*.py")), f"tests/{role}/ holds no tests"

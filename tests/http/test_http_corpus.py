@@ -43,10 +43,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Server, free_port
+from conftest import ROOT, Server, free_port
 from http_wire import WireReader, send_pieces
 
-CORPUS = Path(__file__).resolve().parent / "requests"
+CORPUS = ROOT / "tests" / "requests"
 CHUNKINGS = ("whole", "bytes", "lines")
 SERVER_ARGS = (
     "-w", "2",
