@@ -1,6 +1,6 @@
 """Deciding, from the scoreboard, which worker is stuck; and how long to wait before respawning.
 
-Pure decisions with no process handling, so they are unit-tested directly; the arbiter acts on
+Pure decisions with no process handling, so they are unit-tested directly; the fleet acts on
 them. Two ways a worker can be stuck:
 
 - *busy* in the app for longer than ``timeout`` (state BUSY, ``request_start`` older than the

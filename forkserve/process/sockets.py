@@ -209,7 +209,7 @@ def create_listeners(
     this one replaces (USR2): a spec whose address one of them already listens on adopts it
     instead of binding, new specs are bound, and handed-over sockets no spec names are kept too
     (they may be systemd's). Adopted unix sockets start with ``owns_path=False``: the old master
-    still uses the file; the arbiter takes ownership once the old master is gone.
+    still uses the file; the new master takes ownership once the old master is gone.
     """
     listeners: list[Listener] = []
     handed: list[Listener] = []

@@ -4,7 +4,7 @@ Served by the master itself, from the scoreboard, so it answers when every worke
 stuck — exactly when an operator needs it. The master must never block on it, so this is a tiny
 non-blocking HTTP/1.0 server driven by the master's select loop: the listening socket and each
 client socket are registered as readers (or writers, while a reply is being written) in the
-arbiter's ``extra_readers`` / ``extra_writers``, each with the callback that handles it. A request
+master's ``events.readers`` / ``events.writers``, each with the callback that handles it. A request
 is bounded in size (431 beyond), at most MAX_CLIENTS are served at once (stalled ones are
 dropped after CLIENT_DEADLINE), and every connection is closed after its one reply.
 """
