@@ -62,7 +62,7 @@ class WorkerRecord:
         return self.stop_sent_at is not None or self.abort_sent_at is not None or self.exiting
 
 
-class Server(Protocol):
+class Master(Protocol):
     """What the fleet reads from its master (the Arbiter): the ``server`` hooks and workers see."""
 
     config: Config
@@ -78,7 +78,7 @@ class Server(Protocol):
 class Fleet:
     """The worker processes of one master."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Master) -> None:
         self.server = server
         self.workers: dict[int, WorkerRecord] = {}
         self.scoreboard: Scoreboard | None = None
