@@ -21,7 +21,7 @@ from pathlib import Path
 
 from benchmarks.runner import Sample, ScenarioResult, Settings
 from benchmarks.servers import ROOT
-from forkserve.config import SETTINGS
+from forkserve.settings.registry import SETTINGS
 
 # forkserve runs with its default keep-alive idle timeout (servers.py passes no --keep-alive).
 KEEPALIVE_DEFAULT_S = float(SETTINGS["keepalive"].default)

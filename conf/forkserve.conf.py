@@ -2,8 +2,8 @@
 
 Copy this file to ./forkserve.conf.py (loaded automatically) or pass it with -c PATH, and
 change what you need. A name that is not a setting is an error, so typos cannot hide;
-prefix your own helper names with '_'. Generated from forkserve/config.py by
-'python -m forkserve.docs --write'; a test checks that it is current.
+prefix your own helper names with '_'. Generated from forkserve/settings/registry.py by
+'python -m forkserve.settings.docs --write'; a test checks that it is current.
 """
 
 # ---- Config ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ connection the moment anyone else needs the worker.
 from __future__ import annotations
 
 import fcntl
+import logging
 import select
 import socket
 import struct
@@ -19,14 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from forkserve.http.body import RequestBody
+from forkserve.http.environ import EnvironBuilder
 from forkserve.http.errors import ClientDisconnected, HttpError, error_reply
 from forkserve.http.head import HeadLimits, RecvTimeout, RequestHead, read_head
+from forkserve.http.protocols import Slot
 from forkserve.http.response import AppError, Response
+from forkserve.http.sockopts import timeval
 from forkserve.http.waiting import ClientWaits
-from forkserve.logs import error_log
-from forkserve.scoreboard import SlotWriter
-from forkserve.sockets import timeval
-from forkserve.wsgi import EnvironBuilder
 
 DRAIN_BUDGET = 256 * 1024
 LINGER_SECONDS = 2.0
@@ -35,6 +35,7 @@ STOP_GRACE = 0.1  # the same when the worker must stop (HUP, TERM, recycling)
 REQUEST_LINE_ROOM = 90
 DELIVERY_POLL = 0.005  # seconds between looks at the send queue while a response is in flight
 _COUNT = struct.Struct("i")
+error_log = logging.getLogger("forkserve.error")  # by name: forkserve.process.logs sets it up
 
 
 @dataclass
@@ -48,7 +49,7 @@ class ServeContext:
     header_timeout: float
     keepalive: float
     use_sendfile: bool
-    slot: SlotWriter
+    slot: Slot
     builders: dict[int, EnvironBuilder]
     listener_fds: list[int]
     wakeup_fd: int

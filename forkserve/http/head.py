@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import h11
 
-from forkserve.config import Config
 from forkserve.http.errors import ClientDisconnected, ClientTimeout, HttpError
-from forkserve.sockets import timeval
+from forkserve.http.sockopts import timeval
+from forkserve.settings.registry import Config
 
 RECV_SIZE = 65536
 HARD_LINE_LIMIT = 65536

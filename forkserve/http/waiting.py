@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from forkserve.scoreboard import SlotWriter
+from forkserve.http.protocols import Slot
 
 
 class ClientWaits:
@@ -19,7 +19,7 @@ class ClientWaits:
 
     __slots__ = ("app_start", "line", "since", "slot")
 
-    def __init__(self, slot: SlotWriter) -> None:
+    def __init__(self, slot: Slot) -> None:
         self.slot = slot
         self.app_start = 0.0
         self.line = b""
