@@ -118,6 +118,11 @@ class RunningServer:
         self._seen_workers.update(pids)
         return pids
 
+    def describe(self) -> str:
+        """The progress line saying what was started (tests read the pids from it)."""
+        return (f"  {self.kind.name} on {self.url}: master pid {self.pid}, "
+                f"worker pids {' '.join(map(str, self.worker_pids()))}")
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
