@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from benchmarks.apps.bench_apps import DOWNLOAD_SIZE
 from benchmarks.procstat import rss_kib
 from benchmarks.scenarios import IDLE, SLOW_READERS, STALLED, Scenario
-from benchmarks.servers import KINDS, RunningServer, ServerKind, ServerSet, answers
+from benchmarks.servers import KINDS, RunningServer, ServerKind, ServerSet, answers, poll_until
 from benchmarks.slowclients import IdleKeepAliveClients, SlowReaders, StalledClients
 from benchmarks.wrk import COUNTED_SCRIPT, WrkResult, run_wrk
 
@@ -114,11 +114,9 @@ def start_disturbance(scenario: Scenario, port: int) -> Disturbance:
 def wait_recovered(server: RunningServer, timeout: float = RECOVERY_TIMEOUT) -> float:
     """Until the server answers a request again; the seconds it took (inf past ``timeout``)."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if answers(server.port, timeout=2.0):
-            return time.monotonic() - started
-        time.sleep(0.1)
-    return math.inf
+    if poll_until(lambda: answers(server.port, timeout=2.0), timeout, interval=0.1) is None:
+        return math.inf
+    return time.monotonic() - started
 
 
 def _hello_load(server: RunningServer, scenario: Scenario, connections: int, duration_s: int,

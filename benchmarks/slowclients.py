@@ -336,23 +336,14 @@ class SlowReaderStats:
                 + tally(self.failures))
 
 
-class SlowReaders:
-    """``count`` clients that download ``path`` again and again, each reading ``rate`` bytes
-    per second through a narrow receive window (see SLOW_READER_RCVBUF), on keep-alive
-    connections when the server allows them."""
+class ClientThreads:
+    """``count`` client threads, each running ``self._run(index)`` until ``stop``: the common
+    part of the slow readers and the chaos load (start, and a stop with a deadline)."""
 
-    def __init__(self, port: int, count: int, path: str = "/download", rate: int = 100_000,
-                 expected_length: int | None = None, host: str = HOST, stall_timeout: float = 15.0) -> None:
-        self.port = port
-        self.host = host
-        self.rate = rate
-        self.expected_length = expected_length
-        self.stall_timeout = stall_timeout
-        self.request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
-        self.stats = SlowReaderStats(count)
+    def __init__(self, count: int, name: str) -> None:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self._run, name=f"slow-reader-{index}", daemon=True)
+        self.threads = [threading.Thread(target=self._run, args=(index,), name=f"{name}-{index}", daemon=True)
                         for index in range(count)]
 
     def __enter__(self) -> Self:
@@ -366,12 +357,41 @@ class SlowReaders:
             thread.start()
         return self
 
-    def stop(self, timeout: float = 10.0) -> SlowReaderStats:
-        """Stop every reader (each ends its download where it is) and close their sockets."""
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def _run(self, index: int) -> None:
+        raise NotImplementedError
+
+    def _join(self, timeout: float) -> list[str]:
+        """Tell every thread to stop and wait for them, ``timeout`` seconds at most in all;
+        the names of those still running (none, normally: each checks often)."""
         self.stopping.set()
         deadline = time.monotonic() + timeout
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        return [thread.name for thread in self.threads if thread.is_alive()]
+
+
+class SlowReaders(ClientThreads):
+    """``count`` clients that download ``path`` again and again, each reading ``rate`` bytes
+    per second through a narrow receive window (see SLOW_READER_RCVBUF), on keep-alive
+    connections when the server allows them."""
+
+    def __init__(self, port: int, count: int, path: str = "/download", rate: int = 100_000,
+                 expected_length: int | None = None, host: str = HOST, stall_timeout: float = 15.0) -> None:
+        self.port = port
+        self.host = host
+        self.rate = rate
+        self.expected_length = expected_length
+        self.stall_timeout = stall_timeout
+        self.request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+        self.stats = SlowReaderStats(count)
+        super().__init__(count, "slow-reader")
+
+    def stop(self, timeout: float = 10.0) -> SlowReaderStats:
+        """Stop every reader (each ends its download where it is) and close their sockets."""
+        self._join(timeout)
         return self.stats
 
     def _count(self, outcome: str, read: int) -> None:
@@ -384,7 +404,7 @@ class SlowReaders:
             else:
                 self.stats.failures[outcome] += 1
 
-    def _run(self) -> None:
+    def _run(self, index: int) -> None:
         sock: socket.socket | None = None
         try:
             while not self.stopping.is_set():
