@@ -14,8 +14,10 @@ from typing import Any
 
 from benchmarks import report, runner
 from benchmarks.apps.bench_apps import ensure_download_file
+from benchmarks.disturbed import RecoveryError
 from benchmarks.scenarios import SCENARIOS, select
 from benchmarks.servers import ServerError
+from benchmarks.slowclients import raise_fd_limit
 from benchmarks.wrk import WrkError, find_wrk
 
 SMOKE = runner.Settings(workers=2, connections=8, duration_s=1, rounds=1, warmup_s=0)
@@ -84,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _on_term)
+    # Hundreds of client sockets here; the servers inherit the limit for as many on their side.
+    raise_fd_limit()
     ensure_download_file()
     environment = report.Environment.capture(wrk)
     started = time.monotonic()
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         results = runner.run(scenarios, settings, progress=progress)
-    except (ServerError, WrkError) as error:
+    except (ServerError, WrkError, RecoveryError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -15,14 +15,15 @@ import socket
 import time
 from typing import Any
 
-from forkserve.config import defaults
 from forkserve.http.connection import Connection, ServeContext
+
+from forkserve.http.environ import EnvironBuilder, ErrorStream
 from forkserve.http.head import HeadLimits
-from forkserve.proxy import ProxyTrust
-from forkserve.requestid import before_request_hook
-from forkserve.scoreboard import Scoreboard
-from forkserve.sockets import Listener
-from forkserve.wsgi import EnvironBuilder, ErrorStream
+from forkserve.http.proxy import ProxyTrust
+from forkserve.http.requestid import before_request_hook
+from forkserve.process.scoreboard import Scoreboard
+from forkserve.process.sockets import Listener
+from forkserve.settings.registry import defaults
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nConnection: close\r\n\r\n"
 

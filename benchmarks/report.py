@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import re
+import statistics
 import subprocess
 import time
 from collections.abc import Callable
@@ -19,9 +20,17 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from benchmarks.runner import Sample, ScenarioResult, Settings
+from benchmarks.disturbed import (
+    GOAL_P99_RATIO,
+    GOAL_SERVED_RATIO,
+    UNANSWERED_SHARE,
+    DisturbedResult,
+    MemoryResult,
+    MemorySample,
+)
+from benchmarks.runner import Result, Sample, ScenarioResult, Settings
 from benchmarks.servers import ROOT
-from forkserve.config import SETTINGS
+from forkserve.settings.registry import SETTINGS
 
 # forkserve runs with its default keep-alive idle timeout (servers.py passes no --keep-alive).
 KEEPALIVE_DEFAULT_S = float(SETTINGS["keepalive"].default)
@@ -41,6 +50,8 @@ CANDIDATE = "forkserve"
 def _latency(us: float) -> str:
     if math.isnan(us):
         return "n/a"
+    if math.isinf(us):
+        return "∞"
     return f"{us:.0f} µs" if us < 1000 else f"{us / 1000:.2f} ms"
 
 
@@ -63,12 +74,14 @@ COLUMNS: tuple[tuple[str, str, Callable[[float], str]], ...] = (
 
 def ratio(candidate: float, baseline: float) -> float:
     """candidate / baseline, NaN when the baseline is zero or either is unknown."""
-    if not baseline or math.isnan(baseline) or math.isnan(candidate):
+    if not baseline or math.isnan(baseline) or math.isnan(candidate) or math.isinf(baseline):
         return math.nan
     return candidate / baseline
 
 
 def _ratio_text(value: float) -> str:
+    if math.isinf(value):
+        return "∞"
     return "n/a" if math.isnan(value) else f"{value:.2f}×"
 
 
@@ -262,10 +275,13 @@ def _errors_notes(results: list[ScenarioResult], servers: list[str]) -> list[str
     return notes
 
 
-def render(results: list[ScenarioResult], settings: Settings, environment: Environment,
+def render(results: list[Result], settings: Settings, environment: Environment,
            command: str, smoke: bool, elapsed_s: float) -> str:
     """The whole Markdown document."""
-    servers = list(results[0].samples) if results else []
+    plain = [result for result in results if isinstance(result, ScenarioResult)]
+    disturbed = [result for result in results if isinstance(result, DisturbedResult)]
+    memory = [result for result in results if isinstance(result, MemoryResult)]
+    servers = list(plain[0].samples) if plain else []
     load_after = os.getloadavg()
     env = environment
     lines = [
@@ -288,16 +304,106 @@ def render(results: list[ScenarioResult], settings: Settings, environment: Envir
          f"round(s) alternating servers, {settings.warmup_s} s warm-up per server and app"),
         FIGURES_NOTE,
         "",
-        "## Results",
-        "",
-        *results_table(results, servers),
-        "",
     ]
-    notes = _errors_notes(results, servers)
-    if notes:
-        lines += ["Errors seen:", "", *notes, ""]
-    lines += ["## Targets (issue 3)", "", *targets_table(results), ""]
+    if plain:
+        lines += ["## Results", "", *results_table(plain, servers), ""]
+        notes = _errors_notes(plain, servers)
+        if notes:
+            lines += ["Errors seen:", "", *notes, ""]
+        lines += ["## Targets (issue 3)", "", *targets_table(plain), ""]
+    if disturbed:
+        lines += [f"## Misbehaving clients (each server against its own baseline, {CANDIDATE}'s goals)",
+                  "", *disturbed_section(disturbed), ""]
+    if memory:
+        lines += ["## Memory per idle keep-alive connection", "", *memory_section(memory), ""]
     lines += ["## Scenarios", ""]
     lines += [f"- **{r.scenario.name}**: {r.scenario.about} (`{r.scenario.app}` `{r.scenario.path}`)"
               for r in results]
     return "\n".join(lines) + "\n"
+
+
+DISTURBED_NOTE = (
+    f"Each server runs the hello keep-alive load alone (its baseline) and beside the scenario's "
+    f"misbehaving clients; \"served\" counts 2xx/3xx answers. \"unanswered\" counts requests wrk "
+    f"wrote that got neither an answer nor an error by the end (a healthy run leaves about one per "
+    f"wrk connection in flight); above {UNANSWERED_SHARE:.0%} of the requests sent, the p99 is shown "
+    f"as ∞: wrk's percentiles see only the requests that were answered. Goals, marked for "
+    f"{CANDIDATE} only: served req/s ≥ {GOAL_SERVED_RATIO:g}× its baseline and p99 ≤ "
+    f"{GOAL_P99_RATIO:g}× its baseline."
+)
+
+
+def disturbed_section(results: list[DisturbedResult]) -> list[str]:
+    """The table of served req/s and p99 with and without the misbehaving clients, per server,
+    as ratios to that server's own baseline, then what happened to those clients."""
+    header = ["scenario", "server", "served req/s alone", "served with the clients", "served ratio",
+              f"≥ {GOAL_SERVED_RATIO:g}×", "p99 alone", "p99 with the clients", "p99 ratio",
+              f"≤ {GOAL_P99_RATIO:g}×", "unanswered / sent", "errors"]
+    lines = [DISTURBED_NOTE, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    notes: list[str] = []
+    for result in results:
+        for index, name in enumerate(result.baseline):
+            alone, disturbed = result.medians(name)
+            served = ratio(disturbed.served_per_second, alone.served_per_second)
+            p99 = math.inf if math.isinf(disturbed.p99_us) else ratio(disturbed.p99_us, alone.p99_us)
+            judged = name == CANDIDATE
+            lines.append("| " + " | ".join([
+                result.scenario.name if index == 0 else "", name,
+                _number(alone.served_per_second), _number(disturbed.served_per_second), _ratio_text(served),
+                _verdict(served >= GOAL_SERVED_RATIO) if judged else "—",
+                _latency(alone.p99_us), _latency(disturbed.p99_us), _ratio_text(p99),
+                _verdict(p99 <= GOAL_P99_RATIO) if judged else "—",
+                f"{disturbed.unanswered:,.0f} / {disturbed.sent:,.0f}", _number(disturbed.errors),
+            ]) + " |")
+            rounds = result.clients.get(name, [])
+            if result.open_at_end.get(name):
+                still = statistics.median(result.open_at_end[name])
+                notes.append(f"- {result.scenario.name} / {name}: {still:,.0f} of "
+                             f"{result.scenario.extra_clients:,} idle connections still open at the end "
+                             f"(median over rounds)")
+            if rounds:
+                notes.append(f"- {result.scenario.name} / {name}, the clients in round 1: {rounds[0]}")
+    return [*lines, "", *notes]
+
+
+MEANINGFUL_SHARE = 0.9  # of the connections that must still be open for a per-connection figure
+
+
+MEMORY_NOTE = (
+    "One worker per server; its RSS after a warm-up, then with the idle connections open (each "
+    "sent one request and read the answer). The per-connection figure means something only when "
+    f"the worker still holds the connections: it is given when at least {MEANINGFUL_SHARE:.0%} of "
+    "them are still open."
+)
+MEMORY_HEADER = ("| scenario | server | connections | still open | worker RSS before | with them | "
+                 "growth | KiB per open connection |")
+
+
+def memory_section(results: list[MemoryResult]) -> list[str]:
+    """Worker RSS growth per idle connection, per server, with a word on whether it means anything."""
+    lines = [MEMORY_NOTE, "", MEMORY_HEADER, "|" + "---|" * 8]
+    notes: list[str] = []
+    for result in results:
+        for index, name in enumerate(result.samples):
+            sample = result.median(name)
+            meaningful = sample.open_at_end >= MEANINGFUL_SHARE * sample.connections
+            per_connection = sample.growth_kib / sample.open_at_end if meaningful else math.nan
+            lines.append("| " + " | ".join([
+                result.scenario.name if index == 0 else "", name, _number(sample.connections),
+                _number(sample.open_at_end), f"{sample.rss_before_kib / 1024:.1f} MiB",
+                f"{sample.rss_after_kib / 1024:.1f} MiB", f"{sample.growth_kib:,.0f} KiB",
+                _number(per_connection, 1),
+            ]) + " |")
+            if not meaningful:
+                notes.append(f"- {name}: no per-connection figure: {_why_not_held(name, sample)}")
+    return [*lines, "", *notes]
+
+
+def _why_not_held(name: str, sample: MemorySample) -> str:
+    if name == BASELINE:
+        return ("gunicorn's sync worker closes every connection after its response, so an idle "
+                "keep-alive connection costs its worker nothing; the growth shown is noise")
+    closed = sample.connections - sample.open_at_end
+    return (f"the worker closed {closed:,.0f} of the {sample.connections:,.0f} connections (one "
+            "connection per worker: an idle one is closed as soon as another waits), so the growth "
+            "shown is not memory held per connection")

@@ -18,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from benchmarks.disturbed import DisturbedResult, MemoryResult, run_disturbed, run_memory
 from benchmarks.procstat import median_worker_kib, pss_kib, rss_kib, tree_cpu_seconds
-from benchmarks.scenarios import Scenario
+from benchmarks.scenarios import DISTURBED, MEMORY, Scenario
 from benchmarks.servers import KINDS, RunningServer, ServerKind, ServerSet
 from benchmarks.wrk import WrkError, find_wrk, run_wrk
 
@@ -111,24 +112,40 @@ def _by_app(scenarios: list[Scenario]) -> list[tuple[str, list[Scenario]]]:
     return list(groups.items())
 
 
+Result = ScenarioResult | DisturbedResult | MemoryResult
+
+
 def run(scenarios: list[Scenario], settings: Settings, kinds: tuple[ServerKind, ...] = KINDS,
-        progress: Callable[[str], None] = print) -> list[ScenarioResult]:
-    """Measure every scenario on every server kind; servers are always stopped on the way out."""
+        progress: Callable[[str], None] = print) -> list[Result]:
+    """Measure every scenario on every server kind; servers are always stopped on the way out.
+
+    The memory scenarios start servers of their own (one worker each), after the others.
+    """
     wrk = find_wrk()
-    results: list[ScenarioResult] = []
+    results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="forkserve-bench-") as workdir:
-        for app, group in _by_app(scenarios):
+        served = [scenario for scenario in scenarios if scenario.mode != MEMORY]
+        for app, group in _by_app(served):
             progress(f"starting {', '.join(kind.name for kind in kinds)} with {app}, "
                      f"{settings.workers} workers each")
             with ServerSet(app, settings.workers, Path(workdir), kinds) as servers:
                 for server in servers:
-                    progress(f"  {server.kind.name} on {server.url}: master pid {server.pid}, "
-                             f"worker pids {' '.join(map(str, server.worker_pids()))}")
+                    progress(server.describe())
                 if settings.warmup_s > 0:
                     for server in servers:
                         _warm_up(server, group[0], settings, wrk)
                 for scenario in group:
-                    results.append(_run_scenario(scenario, servers, settings, wrk, progress))
+                    if scenario.mode == DISTURBED:
+                        connections = scenario.connections(settings.connections, settings.workers)
+                        results.append(run_disturbed(scenario, servers, connections, settings.duration_s,
+                                                     settings.rounds, wrk, progress))
+                    else:
+                        results.append(_run_scenario(scenario, servers, settings, wrk, progress))
+        for scenario in scenarios:
+            if scenario.mode == MEMORY:
+                progress(f"starting {', '.join(kind.name for kind in kinds)} with {scenario.app}, "
+                         f"1 worker each, afresh for every round of {scenario.name}")
+                results.append(run_memory(scenario, settings.rounds, Path(workdir), progress, kinds))
     return results
 
 

@@ -6,6 +6,12 @@ only mode gunicorn's sync worker has), keep-alive at ``--connections`` clients (
 workers, so forkserve keeps a connection open only while nobody else waits), keep-alive with one
 client per worker (how the project judges keep-alive throughput), and at 64 clients for the
 latency tail under a queue.
+
+The scenarios with misbehaving clients (stalled half-heads, slow readers, idle keep-alive
+connections) run the hello keep-alive load with and without those clients beside it, and judge
+each server against its own undisturbed figures: what they measure is how much of a server a few
+bad clients can take, not how fast it is. ``idle-memory`` measures a worker's memory per idle
+keep-alive connection and runs no wrk at all.
 """
 
 from __future__ import annotations
@@ -15,8 +21,19 @@ from dataclasses import dataclass
 HELLO_APP = "benchmarks.apps.bench_apps:hello"
 DOWNLOAD_APP = "benchmarks.apps.bench_apps:download"
 UPLOAD_APP = "benchmarks.apps.bench_apps:upload"
+HELLO_AND_DOWNLOAD_APP = "benchmarks.apps.bench_apps:hello_and_download"
 DEMO_APP = "demo.wsgi:application"
 UPLOAD_BYTES = 10 * 1024 * 1024
+
+# What a scenario measures.
+PLAIN = "plain"  # wrk alone: throughput, latency, CPU and memory
+DISTURBED = "disturbed"  # the hello load with and without misbehaving clients beside it
+MEMORY = "memory"  # worker memory per idle keep-alive connection (1 worker, no wrk)
+
+# The misbehaving clients of a DISTURBED (or MEMORY) scenario: benchmarks/slowclients.py.
+STALLED = "stalled"  # send half a request head, then nothing
+SLOW_READERS = "slow-readers"  # download 1 MiB at 100 KB/s
+IDLE = "idle"  # one request answered, then idle on the keep-alive connection
 
 # How many wrk connections a scenario opens.
 DEFAULT_CLIENTS = "default"  # the runner's --connections (8 by default)
@@ -34,6 +51,9 @@ class Scenario:
     clients: str | int = DEFAULT_CLIENTS
     script_args: tuple[str, ...] = ()
     timeout: str = "5s"
+    mode: str = PLAIN
+    disturbance: str = ""  # STALLED, SLOW_READERS or IDLE (DISTURBED and MEMORY scenarios)
+    extra_clients: int = 0  # how many of those
 
     def connections(self, default: int, workers: int) -> int:
         """The wrk ``-c`` value for this scenario under the runner's settings."""
@@ -56,6 +76,18 @@ SCENARIOS: tuple[Scenario, ...] = (
              script_args=(f"upload={UPLOAD_BYTES}",), timeout="30s"),
     Scenario("hello-c64", "hello world at 64 clients: the latency tail with a queue", HELLO_APP,
              clients=64),
+    Scenario("slow-clients", "hello keep-alive load beside 200 connections that each sent half a "
+             "request head and stall (replaced when the server closes one)", HELLO_AND_DOWNLOAD_APP,
+             mode=DISTURBED, disturbance=STALLED, extra_clients=200),
+    Scenario("slow-readers", "hello keep-alive load beside 20 clients each downloading 1 MiB at "
+             "100 KB/s through a 32 KiB receive window, over and over", HELLO_AND_DOWNLOAD_APP,
+             mode=DISTURBED, disturbance=SLOW_READERS, extra_clients=20),
+    Scenario("idle-keepalive", "hello keep-alive load beside 500 keep-alive connections that each "
+             "got one answer and then idle", HELLO_AND_DOWNLOAD_APP, mode=DISTURBED, disturbance=IDLE,
+             extra_clients=500),
+    Scenario("idle-memory", "worker RSS growth per idle keep-alive connection: 1 worker, 1,000 "
+             "connections that each got one answer and then idle", HELLO_APP, mode=MEMORY,
+             disturbance=IDLE, extra_clients=1000),
 )
 
 

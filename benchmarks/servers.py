@@ -15,8 +15,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from benchmarks.procstat import children
 
@@ -24,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
+T = TypeVar("T")
 _SCRUBBED_ENV = ("FORKSERVE_CMD_ARGS", "GUNICORN_CMD_ARGS", "WEB_CONCURRENCY", "PORT")
 
 
@@ -68,6 +71,18 @@ def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
     env.update(extra or {})
     return env
+
+
+def poll_until(condition: Callable[[], T], timeout: float, interval: float = 0.02) -> T | None:
+    """``condition()``'s first truthy value, polled every ``interval`` s; None after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(interval)
 
 
 def answers(port: int, timeout: float = 2.0) -> bool:
@@ -117,6 +132,11 @@ class RunningServer:
         pids = [pid for pid in children(self.pid) if pid_alive(pid)]
         self._seen_workers.update(pids)
         return pids
+
+    def describe(self) -> str:
+        """The progress line saying what was started (tests read the pids from it)."""
+        return (f"  {self.kind.name} on {self.url}: master pid {self.pid}, "
+                f"worker pids {' '.join(map(str, self.worker_pids()))}")
 
     def log_tail(self, lines: int = 30) -> str:
         try:

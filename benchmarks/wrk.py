@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parent / "lua" / "bench.lua"
+# bench.lua plus a count of requests written (costs wrk a Lua call per request): for the
+# scenarios where a server may stop answering, which wrk's own counters cannot show.
+COUNTED_SCRIPT = SCRIPT.with_name("counted.lua")
 MARKER = "BENCH-JSON "
 EXTRA_WAIT = 30.0
 
@@ -32,6 +35,7 @@ class WrkResult:
     errors: dict[str, int]
     latency_us: dict[str, float]
     output: str
+    sent: int = -1  # requests written (COUNTED_SCRIPT only; -1 when not counted)
 
     @property
     def requests_per_second(self) -> float:
@@ -41,6 +45,21 @@ class WrkResult:
     def error_count(self) -> int:
         """Socket errors and non-2xx/3xx answers together: anything that was not a good reply."""
         return sum(self.errors.values())
+
+    @property
+    def served(self) -> int:
+        """Responses with a 2xx/3xx status."""
+        return self.requests - self.errors.get("status", 0)
+
+    @property
+    def unanswered(self) -> int:
+        """Requests written that got neither a response nor a socket error by the end of the run
+        (0 when not counted). A healthy server leaves about one per connection (in flight when
+        wrk stopped); a server that stopped answering leaves every request it was sent."""
+        if self.sent < 0:
+            return 0
+        failed = self.errors.get("read", 0) + self.errors.get("write", 0)
+        return max(0, self.sent - self.requests - failed)
 
 
 def find_wrk() -> str:
@@ -52,11 +71,11 @@ def find_wrk() -> str:
 
 
 def wrk_command(wrk: str, url: str, connections: int, duration_s: int, timeout: str,
-                script_args: tuple[str, ...]) -> list[str]:
+                script_args: tuple[str, ...], script: Path = SCRIPT) -> list[str]:
     """The argv for one run: one wrk thread (it must not take the servers' cores)."""
     command = [
         wrk, "--threads", "1", "--connections", str(connections), "--duration", f"{duration_s}s",
-        "--timeout", timeout, "--latency", "--script", str(SCRIPT), url,
+        "--timeout", timeout, "--latency", "--script", str(script), url,
     ]
     if script_args:
         command += ["--", *script_args]
@@ -75,14 +94,15 @@ def parse_output(output: str) -> WrkResult:
                 errors={name: int(count) for name, count in data["errors"].items()},
                 latency_us={name: float(value) for name, value in data["latency_us"].items()},
                 output=output,
+                sent=int(data.get("sent", -1)),
             )
     raise WrkError(f"wrk printed no result line:\n{output}")
 
 
 def run_wrk(wrk: str, url: str, connections: int, duration_s: int, timeout: str,
-            script_args: tuple[str, ...]) -> WrkResult:
+            script_args: tuple[str, ...], script: Path = SCRIPT) -> WrkResult:
     """Run wrk once against ``url`` and return what it measured."""
-    command = wrk_command(wrk, url, connections, duration_s, timeout, script_args)
+    command = wrk_command(wrk, url, connections, duration_s, timeout, script_args, script)
     try:
         completed = subprocess.run(
             command, capture_output=True, text=True, timeout=duration_s + EXTRA_WAIT, check=False,

@@ -1,164 +1,18 @@
-"""The command line: argparse built from the settings registry, and the resolution of all sources.
+"""The ``forkserve`` command: resolve the settings, then check, print, or hand them to the master.
 
-Every flag, its help text and its section come from :mod:`forkserve.config`; nothing about a
-setting is written here. Values are validated by the registry's validators, not argparse's, so a
-bad value reads the same whether it came from a flag, ``FORKSERVE_CMD_ARGS`` or the config file.
+The top of the import order and the only importer of :mod:`forkserve.master`: the master is
+handed the resolved configuration and never imports the command line (HUP resolves again
+through :mod:`forkserve.settings.resolve`).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import shlex
 import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any, NoReturn
+from collections.abc import Sequence
 
-from forkserve import __version__
-from forkserve.config import SECTIONS, SETTINGS, Config, defaults, format_value
-from forkserve.configfile import ConfigFileError, read_config_file
-
-DEFAULT_CONFIG_FILE = "forkserve.conf.py"
-
-EXIT_OK = 0
-EXIT_CHECK_FAILED = 1
-EXIT_USAGE = 2
-EXIT_BOOT_FAILED = 3
-
-
-class UsageError(Exception):
-    """A user error in the command line, the environment or the config file: one line, exit 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser that raises instead of exiting, naming where the arguments came from."""
-
-    def __init__(self, *args: Any, origin: str = "", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.origin = origin
-
-    def error(self, message: str) -> NoReturn:
-        prefix = f"{self.origin}: " if self.origin else ""
-        raise UsageError(prefix + message)
-
-
-def build_parser(origin: str = "") -> argparse.ArgumentParser:
-    """The argparse parser, one option per registry entry that has flags, grouped by section."""
-    parser = _Parser(
-        prog="forkserve",
-        origin=origin,
-        usage="forkserve [OPTIONS] APP   (e.g. forkserve -w 4 -b 127.0.0.1:8000 demo.wsgi:application)",
-        description="A preforking WSGI server: a master process and N synchronous h11 workers.",
-        epilog="Also: 'forkserve top' for a live view of a running server's stats endpoint. "
-        "Settings without flags (hooks, logconfig_dict) are set in forkserve.conf.py.",
-        argument_default=argparse.SUPPRESS,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"forkserve {__version__}")
-    groups = {section: parser.add_argument_group(section) for section in SECTIONS}
-    for setting in SETTINGS.values():
-        group = groups[setting.section]
-        help_text = f"{setting.help_text} (default: {setting.default_text()})".replace("%", "%%")
-        if setting.name == "wsgi_app":
-            group.add_argument("wsgi_app", nargs="?", metavar=setting.metavar, help=help_text)
-        elif not setting.flags:
-            continue
-        elif setting.kind == "flag":
-            action: Any = "store_true" if setting.name in ("check_config", "print_config") else (
-                argparse.BooleanOptionalAction
-            )
-            group.add_argument(*setting.flags, dest=setting.name, action=action, help=help_text)
-        elif setting.kind == "list":
-            group.add_argument(
-                *setting.flags, dest=setting.name, action="append", metavar=setting.metavar, help=help_text
-            )
-        else:
-            group.add_argument(*setting.flags, dest=setting.name, metavar=setting.metavar, help=help_text)
-    return parser
-
-
-def _apply(config: Config, values: Mapping[str, Any], source: str) -> None:
-    for name, value in values.items():
-        try:
-            config.set(name, value, source)
-        except ValueError as error:
-            raise UsageError(f"{error} (from {source})") from None
-
-
-def resolve(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
-    """Resolve every setting from all sources, lowest precedence first. Raises UsageError."""
-    command_line = vars(build_parser().parse_args(list(argv)))
-    env_args_text = environ.get("FORKSERVE_CMD_ARGS", "")
-    try:
-        env_words = shlex.split(env_args_text)
-    except ValueError as error:
-        raise UsageError(f"FORKSERVE_CMD_ARGS: {error}") from None
-    env_args = vars(build_parser(origin="FORKSERVE_CMD_ARGS").parse_args(env_words))
-
-    config = defaults()
-    config.argv = list(argv)
-    if "WEB_CONCURRENCY" in environ:
-        _apply(config, {"workers": environ["WEB_CONCURRENCY"]}, "environment WEB_CONCURRENCY")
-    if "PORT" in environ:
-        port = environ["PORT"].strip()
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            raise UsageError(f"environment PORT must be a port number, got '{environ['PORT']}'")
-        _apply(config, {"bind": [f"0.0.0.0:{port}"]}, "environment PORT")
-
-    path = command_line.get("config") or env_args.get("config")
-    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
-        path = DEFAULT_CONFIG_FILE
-    if path is not None:
-        try:
-            found = read_config_file(path, SETTINGS)
-        except ConfigFileError as error:
-            raise UsageError(str(error)) from None
-        for name, (value, line) in found.items():
-            where = f"{path} line {line}" if line else str(path)
-            try:
-                config.set(name, value, where)
-            except ValueError as error:
-                raise UsageError(f"{error} (in {where})") from None
-        config.values["config"] = path
-        config.sources["config"] = "command line" if "config" in command_line else (
-            "FORKSERVE_CMD_ARGS" if "config" in env_args else "found in the current directory"
-        )
-
-    _apply(config, env_args, "FORKSERVE_CMD_ARGS")
-    _apply(config, command_line, "command line")
-    _check_consistency(config)
-    for name, setting in SETTINGS.items():
-        if setting.pending and config.sources[name] != "default" and config.values[name] != setting.default:
-            config.warnings.append(
-                f"setting '{name}' is not implemented yet ({setting.pending}); it has no effect"
-            )
-    return config
-
-
-def _check_consistency(config: Config) -> None:
-    """Checks that involve a value's form beyond its type."""
-    for item in config.raw_env:
-        if "=" not in item or not item.partition("=")[0]:
-            raise UsageError(f"setting 'raw_env' expects NAME=VALUE items, got '{item}'")
-    if not config.bind:
-        raise UsageError("setting 'bind' needs at least one address")
-    if config.worker_tmp_dir is not None and not os.path.isdir(config.worker_tmp_dir):
-        raise UsageError(f"setting 'worker_tmp_dir': '{config.worker_tmp_dir}' is not a directory")
-
-
-def print_config(config: Config, stream: Any = None) -> None:
-    """Every setting, its resolved value and where the value came from."""
-    stream = stream or sys.stdout
-    width = max(len(name) for name in SETTINGS)
-    for section in SECTIONS:
-        print(f"# {section}", file=stream)
-        for name, setting in SETTINGS.items():
-            if setting.section == section:
-                value = config.values[name]
-                shown = oct(value) if name == "umask" else format_value(value)
-                print(f"{name:<{width}} = {shown}  # {config.sources[name]}", file=stream)
-        print(file=stream)
+from forkserve.process.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from forkserve.settings.resolve import UsageError, print_config, resolve
 
 
 def _fail(message: str, code: int) -> int:
@@ -170,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``forkserve`` command. Returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["top"]:
-        from forkserve.top import main as top_main
+        from forkserve.stats.top import main as top_main
 
         return top_main(argv[1:])
     try:
@@ -186,9 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not config.wsgi_app:
         return _fail("no application given; try: forkserve demo.wsgi:application", EXIT_USAGE)
 
-    from forkserve import lifecycle, logs, privileges
-    from forkserve.arbiter import Arbiter
-    from forkserve.loader import AppLoadError, load_app, prepare_import_path
+    from forkserve.master import lifecycle
+    from forkserve.master.arbiter import Arbiter
+    from forkserve.process import logs, privileges
+    from forkserve.process.loader import AppLoadError, load_app, prepare_import_path
 
     try:
         logs.setup(config)
@@ -211,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_app(config.wsgi_app)
         except AppLoadError as error:
             print(f"forkserve: check failed: {error}", file=sys.stderr)
-            return EXIT_CHECK_FAILED
+            return EXIT_FAILURE
         print(f"forkserve: configuration OK; app {config.wsgi_app} loaded")
         return EXIT_OK
     try:  # pid file, umask, warnings that must reach the terminal

@@ -8,10 +8,12 @@ no server process behind — also when interrupted — and that bad input gets a
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +26,8 @@ SCENARIOS = (
     "hello-close", "hello-keepalive", "hello-keepalive-1perworker", "hello-c64", "json",
     "download-1mb", "upload-10mb",
 )
+DISTURBED = ("slow-clients", "slow-readers", "idle-keepalive")
+MEMORY = ("idle-memory",)
 SERVERS = ("forkserve", "gunicorn")
 METRICS = ("req/s", "p50", "p99", "CPU µs/req", "worker RSS MiB")
 STARTED = re.compile(r"^\s+(\w+) on \S+: master pid (\d+), worker pids ([\d ]+)$", re.MULTILINE)
@@ -74,9 +78,10 @@ def _kill_leftovers(pids: list[int]) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def _table(report: str) -> dict[tuple[str, str], dict[str, str]]:
-    """The results table as {(scenario, server): {column: cell}}; blank scenario cells carry down."""
-    lines = report.split("## Results", 1)[1].split("\n## ", 1)[0].strip().splitlines()
+def _table(report: str, heading: str = "## Results") -> dict[tuple[str, str], dict[str, str]]:
+    """The table under ``heading`` as {(scenario, server): {column: cell}}; blank scenario cells
+    carry down."""
+    lines = report.split(heading, 1)[1].split("\n## ", 1)[0].strip().splitlines()
     rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines
             if line.startswith("|")]
     header, body = rows[0], rows[2:]
@@ -91,7 +96,7 @@ def _table(report: str) -> dict[tuple[str, str], dict[str, str]]:
 
 def _number(cell: str) -> float:
     """A figure as the report prints it ('8,779', '777 µs', '3.90 ms', '1.42×')."""
-    match = re.fullmatch(r"([\d,]+(?:\.\d+)?)\s*(µs|ms|×)?", cell)
+    match = re.fullmatch(r"([\d,]+(?:\.\d+)?)\s*(µs|ms|×|MiB|KiB)?", cell)
     assert match, f"not a number: {cell!r}"
     return float(match.group(1).replace(",", ""))
 
@@ -121,6 +126,25 @@ def test_smoke_run_reports_every_scenario_for_both_servers(tmp_path):
             ratios = table[(scenario, "**forkserve/gunicorn**")]
             for metric in METRICS:
                 _number(ratios[metric])
+        # The misbehaving-client scenarios: each server against its own baseline, the goals
+        # marked for forkserve; a collapse shows as an unknown (∞) p99, not as a fast one.
+        disturbed = _table(report, "## Misbehaving clients")
+        for scenario in DISTURBED:
+            for server in SERVERS:
+                row = disturbed[(scenario, server)]
+                assert _number(row["served req/s alone"]) > 0, (scenario, server, row)
+                _number(row["served with the clients"])
+                unanswered, sent = (_number(part) for part in row["unanswered / sent"].split(" / "))
+                assert sent >= unanswered, row
+                met = [cell for cell in row.values() if cell in ("yes", "**no**", "—")]
+                assert len(met) == 2, row
+                assert (server == "forkserve") == ("—" not in met), row
+        memory = _table(report, "## Memory per idle keep-alive connection")
+        for scenario in MEMORY:
+            for server in SERVERS:
+                row = memory[(scenario, server)]
+                assert _number(row["connections"]) == 1000, row
+                assert row["KiB per open connection"] == "n/a" or _number(row["KiB per open connection"]) >= 0
         # Every server started says so (master + 2 workers): at least one of each kind.
         assert len(pids) >= len(SERVERS) * 3, completed.stderr
         wait_for(lambda: not any(map(pid_alive, pids)), 15, message="benchmark servers to be gone")
@@ -180,6 +204,24 @@ def test_wrk_output_without_a_result_line_is_an_error():
     assert result.latency_us["p99"] == 400
     with pytest.raises(WrkError, match="no result line"):
         parse_output("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+def test_a_server_that_never_answers_is_reported_as_such_not_as_fast():
+    """wrk alone shows a server that stopped answering as 0 requests, 0 errors and a latency of
+    0; the counted script makes every request written and never answered show."""
+    _require_wrk()
+    from benchmarks.disturbed import LoadSample
+    from benchmarks.wrk import COUNTED_SCRIPT, find_wrk, run_wrk
+
+    with socket.socket() as silent:  # the kernel completes the handshakes; nobody ever reads
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        result = run_wrk(find_wrk(), url, 4, 1, "1s", (), COUNTED_SCRIPT)
+    assert (result.requests, result.sent, result.unanswered) == (0, 4, 4), result.output
+    sample = LoadSample.from_wrk(result)
+    assert sample.served_per_second == 0
+    assert math.isinf(sample.p99_us)
 
 
 def test_profile_worker_reports_per_request_figures():

@@ -15,7 +15,7 @@ import pytest
 import requests
 from conftest import APPS, ROOT, children_of, free_port, process_title, wait_for
 
-from forkserve.cpus import CpuBudget, cgroup_cpu_limit, choose_budget
+from forkserve.settings.cpus import CpuBudget, cgroup_cpu_limit, choose_budget
 
 # -- the default worker count ------------------------------------------------------------------
 

@@ -13,8 +13,8 @@ import gunicorn
 import gunicorn.config
 from conftest import ROOT
 
-from forkserve.arbiter import HANDLED_SIGNALS
-from forkserve.config import SETTINGS
+from forkserve.master.arbiter import HANDLED_SIGNALS
+from forkserve.settings.registry import SETTINGS
 
 README = (ROOT / "README.md").read_text()
 GUNICORN = {setting.name: setting for setting in gunicorn.config.KNOWN_SETTINGS}

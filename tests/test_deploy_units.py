@@ -22,9 +22,10 @@ import requests
 from conf_template import render
 from conftest import ROOT, wait_for
 
-from forkserve.arbiter import HANDLED_SIGNALS
-from forkserve.cli import EXIT_BOOT_FAILED, EXIT_USAGE, resolve
-from forkserve.config import defaults
+from forkserve.master.arbiter import HANDLED_SIGNALS
+from forkserve.process.exits import EXIT_BOOT_FAILED, EXIT_USAGE
+from forkserve.settings.registry import defaults
+from forkserve.settings.resolve import resolve
 
 CONF = ROOT / "conf"
 SERVICE = CONF / "forkserve.service"

@@ -16,7 +16,7 @@ import requests
 from conftest import free_port, wait_for
 from nginx import RequestLoop
 
-from forkserve.top import fetch_stats, get
+from forkserve.stats.top import fetch_stats, get
 
 TRANSPORTS = ["tcp", "unix"]
 PAYLOAD = b"y" * 2000

@@ -68,3 +68,11 @@ def upload(environ: dict[str, Any], start_response: StartResponse) -> Iterable[b
     body = b"received %d bytes" % received
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def hello_and_download(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """``/download`` is ``download``, anything else ``hello``: one server for the scenarios
+    that mix a hello load with clients of another kind (slow readers of the 1 MiB file)."""
+    if environ.get("PATH_INFO") == "/download":
+        return download(environ, start_response)
+    return hello(environ, start_response)

@@ -275,7 +275,7 @@ class InputFile:
 class RequestBody(InputFile):
     """``wsgi.input`` read from the (non-blocking) socket as the app asks: request buffering off."""
 
-    __slots__ = ("_buffer", "_continue_pending", "_decoder", "_eof", "_idle_timeout", "_sock",
+    __slots__ = ("_buffer", "_continue_pending", "_decoder", "_eof", "_idle_timeout", "_pending", "_sock",
                  "_waits", "failure")
 
     def __init__(
@@ -285,14 +285,15 @@ class RequestBody(InputFile):
         decoder: BodyDecoder,
         expect_continue: bool,
         waits: ClientWaits | None = None,
-        initial: bytes = b"",
+        pending: bytes = b"",
     ) -> None:
         self._sock = sock
         self._idle_timeout = idle_timeout
         self._decoder = decoder
-        self._buffer = bytearray(initial)  # body bytes that came with the head
-        self._eof = decoder.done
-        self._continue_pending = expect_continue and not self._eof
+        self._pending = pending  # bytes that came with the head, decoded at the first read
+        self._buffer = bytearray()
+        self._eof = decoder.done and not pending
+        self._continue_pending = expect_continue and not decoder.done
         self._waits = waits
         self.failure: HttpError | None = None
 
@@ -313,7 +314,7 @@ class RequestBody(InputFile):
     @property
     def leftover(self) -> bytes:
         """Bytes received after the end of the body: the start of a pipelined request."""
-        return self._decoder.leftover
+        return self._pending + self._decoder.leftover if self._decoder.done else self._decoder.leftover
 
     def _more(self) -> bool:
         """Append the next piece of body to the buffer; False at the end of the body."""
@@ -328,9 +329,13 @@ class RequestBody(InputFile):
                 raise ClientDisconnected(f"could not send 100 Continue: {error}") from None
         decoder = self._decoder
         while True:
-            remaining = decoder.remaining
+            if self._pending:
+                received, self._pending = self._pending, b""
+            else:
+                remaining = decoder.remaining
+                received = self._recv(RECV_SIZE if remaining is None else min(RECV_SIZE, remaining))
             try:
-                data = decoder.feed(self._recv(RECV_SIZE if remaining is None else min(RECV_SIZE, remaining)))
+                data = decoder.feed(received)
             except HttpError as error:
                 self.failure = error
                 self._eof = True

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import h11
 
-from forkserve.config import Config
 from forkserve.http.errors import HttpError
+from forkserve.settings.registry import Config
 
 RECV_SIZE = 65536  # bytes asked of the kernel per read
 HARD_LINE_LIMIT = 65536

@@ -10,23 +10,8 @@ ends, the request's start time moves forward by the wait, so BUSY time counts on
 from __future__ import annotations
 
 import time
-from typing import Protocol
 
-
-class SlotLike(Protocol):
-    """The worker's scoreboard slot, as the request path writes it."""
-
-    def begin(self, started: float, request_line: bytes) -> None:
-        """A request starts (counted as begun): the slot shows it busy."""
-
-    def busy(self, started: float, request_line: bytes) -> None:
-        """Back in the app after a client wait, the start moved forward by the wait."""
-
-    def client_wait(self) -> None:
-        """Blocked on the client within a request."""
-
-    def idle(self, now: float, started: float, status: int, sent: int, queue_time: float) -> None:
-        """A request ended: count it; the slot shows idle."""
+from forkserve.http.protocols import Slot
 
 
 class ClientWaits:
@@ -34,7 +19,7 @@ class ClientWaits:
 
     __slots__ = ("app_start", "line", "since", "slot")
 
-    def __init__(self, slot: SlotLike) -> None:
+    def __init__(self, slot: Slot) -> None:
         self.slot = slot
         self.app_start = 0.0
         self.line = b""

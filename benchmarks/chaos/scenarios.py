@@ -1,0 +1,343 @@
+"""One disturbance per scenario, against a real forkserve under the chaos load.
+
+A scenario starts ``forkserve -w 4`` (its own temporary directory, pidfile and log, its own
+session), starts the load, waits a quarter of the duration, then disturbs the server and waits
+(with a deadline) until the disturbance has done what it should — a new generation of workers,
+a replaced worker, a new master serving — and lets the load run to the end of the duration (at
+least TAIL_S after the disturbance). Then the load stops, the server is stopped, and the
+records are judged: every request that was sent must have its correct answer.
+
+The one exception is the request a SIGKILLed worker had in its hands: a worker serves one
+connection at a time, so at most one request can die with it. It is counted apart ("killed in
+flight") when it broke while the kill happened; any other loss counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.apps.bench_apps import DOWNLOAD_SIZE
+from benchmarks.chaos.load import NOT_SENT, OK, ChaosLoad, Record, Summary, summarize
+from benchmarks.procstat import children
+from benchmarks.servers import READY_TIMEOUT, RunningServer, ServerKind, pid_alive, poll_until
+from benchmarks.slowclients import SlowReaders, StalledClients
+
+APP = "benchmarks.apps.chaos_app:application"
+WORKERS = 4
+LEAD_SHARE = 0.25  # of the duration, load before the disturbance
+TAIL_S = 1.0  # at least this much load after the disturbance is over
+SIGNAL_DEADLINE = 30.0  # for a disturbance to take effect
+KILLED_WINDOW_S = 1.0  # a loss this soon after the SIGKILL is the killed worker's request
+RELOAD_ARGS = {"rolling-hup": ("--reload-strategy", "rolling"), "max-requests": ("--max-requests", "50")}
+
+
+class DisturbanceFailed(RuntimeError):
+    """The disturbance did not take effect within its deadline."""
+
+
+@dataclass
+class Settings:
+    """How long, how hard, and with what the suite runs."""
+
+    duration_s: float = 10.0
+    threads: int = 8
+    request_timeout: float = 10.0
+    stalled: int = 200
+    slow_readers: int = 20
+    server_args: tuple[str, ...] = ()
+    seed: int = 1
+
+
+class ChaosServer(RunningServer):
+    """forkserve started for one scenario, which follows its master across a USR2 upgrade."""
+
+    def __init__(self, workdir: Path, extra: tuple[str, ...]) -> None:
+        self.pidfile = workdir / "forkserve.pid"
+        kind = ServerKind("forkserve", "forkserve", ("--pid", str(self.pidfile), "--log-level", "info", *extra))
+        self.master = 0
+        super().__init__(kind, APP, WORKERS, workdir)
+        self.master = self.pid
+
+    def worker_pids(self) -> list[int]:
+        pids = [pid for pid in children(self.master or self.pid) if pid_alive(pid)]
+        self._seen_workers.update(pids)
+        return pids
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.master, signum)
+
+    def stop(self) -> list[int]:
+        """TERM the current master (the new one after an upgrade) first, then the usual stop."""
+        if self.master != self.pid and pid_alive(self.master):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.master, signal.SIGTERM)
+            _wait(lambda: not pid_alive(self.master), 15.0, "")
+        return super().stop()
+
+
+def _wait(condition: Callable[[], object], timeout: float, what: str) -> object:
+    """``condition()``'s first truthy value; DisturbanceFailed naming ``what`` after ``timeout``
+    (or just None when ``what`` is empty)."""
+    result = poll_until(condition, timeout)
+    if result is None and what:
+        raise DisturbanceFailed(f"timed out after {timeout:.0f} s waiting for {what}")
+    return result
+
+
+@dataclass
+class Context:
+    """What a disturbance works with, and what it reports back."""
+
+    server: ChaosServer
+    settings: Settings
+    notes: list[str] = field(default_factory=list)
+    killed_at: float = math.nan  # time.monotonic() of a SIGKILL to a worker
+    refusals_allowed_after: float = math.inf  # connections refused after this moment are expected
+    workers_seen: set[int] = field(default_factory=set)
+
+
+def _new_generation(ctx: Context, old: set[int], what: str) -> None:
+    def replaced() -> bool:
+        workers = set(ctx.server.worker_pids())
+        return len(workers) == WORKERS and not workers & old
+
+    _wait(replaced, SIGNAL_DEADLINE, what)
+    ctx.notes.append(f"{what}: workers {sorted(old)} -> {sorted(ctx.server.worker_pids())}")
+
+
+def hup(ctx: Context) -> None:
+    """HUP: a new generation of workers replaces the old one (all at once, or rolling)."""
+    old = set(ctx.server.worker_pids())
+    ctx.server.signal(signal.SIGHUP)
+    _new_generation(ctx, old, "a new generation after HUP")
+
+
+def sigkill_worker(ctx: Context) -> None:
+    """SIGKILL one worker: the master replaces it; its one request in hand may be lost."""
+    workers = ctx.server.worker_pids()
+    victim = random.Random(ctx.settings.seed).choice(workers)
+    ctx.killed_at = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    _wait(lambda: not pid_alive(victim) and len(ctx.server.worker_pids()) == WORKERS, SIGNAL_DEADLINE,
+          f"worker {victim} to be replaced after SIGKILL")
+    ctx.notes.append(f"SIGKILLed worker {victim}; workers now {sorted(ctx.server.worker_pids())}")
+
+
+def max_requests(ctx: Context) -> None:
+    """--max-requests 50: the load itself makes the workers recycle; wait to see it happen."""
+    first = set(ctx.server.worker_pids())
+
+    def recycled() -> bool:
+        ctx.workers_seen.update(ctx.server.worker_pids())
+        return len(ctx.workers_seen - first) >= WORKERS
+
+    _wait(recycled, SIGNAL_DEADLINE, f"{WORKERS} workers recycled by max_requests")
+
+
+def ttin_ttou(ctx: Context) -> None:
+    """TTIN (one worker more), then TTOU (one fewer)."""
+    ctx.server.signal(signal.SIGTTIN)
+    _wait(lambda: len(ctx.server.worker_pids()) == WORKERS + 1, SIGNAL_DEADLINE, "a fifth worker after TTIN")
+    ctx.server.signal(signal.SIGTTOU)
+    _wait(lambda: len(ctx.server.worker_pids()) == WORKERS, SIGNAL_DEADLINE, "back to 4 workers after TTOU")
+    ctx.notes.append("TTIN: 5 workers; TTOU: 4 workers")
+
+
+def _read_pid(path: Path) -> int:
+    with contextlib.suppress(OSError, ValueError):
+        return int(path.read_text().strip())
+    return 0
+
+
+def usr2(ctx: Context) -> None:
+    """USR2, then WINCH and TERM to the old master: the new master (PIDFILE.2, then PIDFILE)
+    must go on serving alone."""
+    server = ctx.server
+    old_master, old_workers = server.master, set(server.worker_pids())
+    second = server.pidfile.with_name(server.pidfile.name + ".2")
+    server.signal(signal.SIGUSR2)
+    new_master = int(_wait(lambda: _read_pid(second), SIGNAL_DEADLINE, "the new master's PIDFILE.2"))  # type: ignore[arg-type]
+    _wait(lambda: len([pid for pid in children(new_master) if pid_alive(pid)]) == WORKERS, SIGNAL_DEADLINE,
+          "the new master's workers")
+    os.kill(old_master, signal.SIGWINCH)
+    _wait(lambda: not any(map(pid_alive, old_workers)), SIGNAL_DEADLINE, "the old workers to stop after WINCH")
+    os.kill(old_master, signal.SIGTERM)
+    _wait(lambda: not pid_alive(old_master), SIGNAL_DEADLINE, "the old master to exit after TERM")
+    server.master = new_master
+    _wait(lambda: _read_pid(server.pidfile) == new_master, SIGNAL_DEADLINE, "the new master to take PIDFILE")
+    ctx.notes.append(f"USR2: master {old_master} -> {new_master} (PIDFILE.2, then PIDFILE); WINCH and TERM "
+                     f"to the old one; new workers {sorted(server.worker_pids())}")
+
+
+def term(ctx: Context) -> None:
+    """TERM: the master serves what was sent and queued, then closes its sockets and exits;
+    connections refused after the TERM are expected (a client can retry them elsewhere)."""
+    ctx.refusals_allowed_after = time.monotonic()
+    ctx.server.signal(signal.SIGTERM)
+    _wait(lambda: ctx.server.process.poll() is not None, 60, "the master to exit after TERM")
+    ctx.notes.append(f"TERM: master exited with {ctx.server.process.returncode} after "
+                     f"{time.monotonic() - ctx.refusals_allowed_after:.1f} s")
+
+
+def _hold(ctx: Context, clients: StalledClients | SlowReaders) -> None:
+    """Keep the misbehaving clients on for half the duration, and longer than the request
+    timeout, then let them go: a server they take away for less than a client's patience would
+    only show as a few slow requests (and a p99 that hides them)."""
+    try:
+        time.sleep(max(ctx.settings.duration_s * 0.5, ctx.settings.request_timeout + 1))
+    finally:
+        stats = clients.stop()
+    ctx.notes.append(stats.summary())
+
+
+def stalled_clients(ctx: Context) -> None:
+    """Stalled half-head connections (``--stalled`` of them), held as ``_hold`` says."""
+    _hold(ctx, StalledClients(ctx.server.port, ctx.settings.stalled).start())
+
+
+def slow_readers(ctx: Context) -> None:
+    """Clients reading 1 MiB at 100 KB/s (``--slow-readers`` of them), held as ``_hold`` says."""
+    _hold(ctx, SlowReaders(ctx.server.port, ctx.settings.slow_readers, "/download", 100_000,
+                           expected_length=DOWNLOAD_SIZE).start())
+
+
+def steady(ctx: Context) -> None:
+    """No disturbance: the load alone (what every other scenario is compared with)."""
+
+
+DISTURBANCES: dict[str, Callable[[Context], None]] = {
+    "steady": steady,
+    "hup": hup,
+    "rolling-hup": hup,
+    "sigkill-worker": sigkill_worker,
+    "max-requests": max_requests,
+    "ttin-ttou": ttin_ttou,
+    "usr2": usr2,
+    "term": term,
+    "stalled-clients": stalled_clients,
+    "slow-readers": slow_readers,
+}
+
+
+@dataclass
+class Outcome:
+    """A scenario's judged result."""
+
+    name: str
+    summary: Summary
+    excused: int  # the SIGKILLed worker's request
+    refused_expected: int  # refused / no connection after TERM
+    served_after: int  # correct answers after the disturbance was over
+    notes: list[str]
+    error: str = ""  # the disturbance failed, or the server did not start
+
+    @property
+    def unexpected_refusals(self) -> int:
+        return self.summary.refused + self.summary.no_connection - self.refused_expected
+
+    @property
+    def passed(self) -> bool:
+        return (not self.error and self.summary.lost_total - self.excused == 0
+                and self.unexpected_refusals == 0 and (self.served_after > 0 or self.name == "term"))
+
+
+def _killed_in_flight(records: list[Record], killed_at: float) -> Record | None:
+    """The one loss that broke as the worker was killed, if there is exactly such a loss."""
+    if math.isnan(killed_at):
+        return None
+    suspects = [record for record in records
+                if record.outcome in ("reset", "reset-on-reuse", "truncated")
+                and record.started <= killed_at + 0.05 and killed_at <= record.finished <= killed_at + KILLED_WINDOW_S]
+    return suspects[0] if len(suspects) == 1 else None
+
+
+def _when_lost(records: list[Record], excused: Record | None, disturbance_start: float) -> str:
+    """When the lost requests ended, relative to the disturbance (where to look for the cause)."""
+    lost = [record for record in records
+            if record.outcome != OK and record.outcome not in NOT_SENT and record is not excused]
+    if not lost:
+        return ""
+    offsets = sorted(record.finished - disturbance_start for record in lost)
+    reused = sum(record.reused for record in lost)
+    return (f"{len(lost)} lost request(s) ended between {offsets[0]:+.2f} s and {offsets[-1]:+.2f} s from "
+            f"the start of the disturbance ({reused} on a reused keep-alive connection)")
+
+
+def judge(name: str, records: list[Record], ctx: Context, disturbance: tuple[float, float],
+          error: str) -> Outcome:
+    """Count the records and apply the scenario's exceptions (see the module docstring);
+    ``disturbance`` is when it started and ended (time.monotonic())."""
+    summary = summarize(records)
+    notes = list(ctx.notes)
+    excused = 0
+    killed = _killed_in_flight(records, ctx.killed_at)
+    if killed is not None:
+        excused = 1
+        notes.append(f"1 request in the killed worker's hands: {killed.method} {killed.outcome} "
+                     f"{(killed.finished - ctx.killed_at) * 1000:.0f} ms after the kill (excused)")
+    when = _when_lost(records, killed, disturbance[0])
+    if when:
+        notes.append(when)
+    disturbance_end = disturbance[1]
+    refused_expected = sum(1 for record in records if record.outcome in ("refused", "no-connection")
+                           and record.started >= ctx.refusals_allowed_after)
+    served_after = sum(1 for record in records if record.outcome == OK and record.started >= disturbance_end)
+    return Outcome(name, summary, excused, refused_expected, served_after, notes, error)
+
+
+def run_scenario(name: str, settings: Settings, workdir: Path, progress: Callable[[str], None]) -> Outcome:
+    """Start forkserve, load it, disturb it, judge; the server and every client are always
+    stopped on the way out."""
+    extra = (*RELOAD_ARGS.get(name, ()), *settings.server_args)
+    scenario_dir = workdir / name
+    scenario_dir.mkdir()
+    server = ChaosServer(scenario_dir, extra)
+    load: ChaosLoad | None = None
+    error = ""
+    try:
+        server.wait_ready(time.monotonic() + READY_TIMEOUT)
+        ctx = Context(server, settings)
+        progress(f"{name}: {server.describe().strip()}")
+        load = ChaosLoad(server.port, settings.threads, settings.request_timeout, settings.seed).start()
+        started = time.monotonic()
+        _watch_workers(ctx, LEAD_SHARE * settings.duration_s)
+        disturbance_start = time.monotonic()
+        try:
+            DISTURBANCES[name](ctx)
+        except DisturbanceFailed as failure:
+            error = str(failure)
+            progress(f"{name}: disturbance failed: {failure}\n{server.log_tail()}")
+        disturbance_end = time.monotonic()
+        _watch_workers(ctx, max(TAIL_S, started + settings.duration_s - disturbance_end))
+        stuck = load.stop()
+        if stuck:
+            error = error or f"client threads still running after the request timeout: {stuck}"
+        if name == "max-requests":
+            ctx.notes.append(f"max_requests: {len(ctx.workers_seen)} worker pids over the run "
+                             f"({len(ctx.workers_seen) - WORKERS} recycled)")
+        return judge(name, load.snapshot(), ctx, (disturbance_start, disturbance_end), error)
+    finally:
+        if load is not None:
+            load.stop()
+        forced = server.stop()
+        if forced:
+            progress(f"{name}: warning: pids {forced} survived TERM and were killed")
+
+
+def _watch_workers(ctx: Context, seconds: float) -> None:
+    """Sleep ``seconds`` while noting every worker pid seen (how recycling is observed)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        ctx.workers_seen.update(ctx.server.worker_pids())
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(0.05, left))

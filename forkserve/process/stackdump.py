@@ -1,0 +1,70 @@
+"""Python stacks to the error log: when the master times a worker out, and when a worker crashes.
+
+``faulthandler`` writes from a C signal handler straight to a file descriptor, so it works even
+while the main thread is stuck in ``time.sleep``, a lock or a C extension, and it shows every
+thread. The worker registers :data:`TIMEOUT_SIGNAL` for that dump (chained, so the worker's own
+Python handler then runs the ``worker_abort`` hook and answers the client with a 500), and enables
+the fatal-error dump (segfaults) on the same file. After the log files are reopened (USR1) the
+registration must be renewed, since faulthandler keeps the old file object.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import signal
+import sys
+from contextlib import suppress
+from typing import IO, Any
+
+from forkserve.process import logs
+from forkserve.process.logs import error_log
+
+# A real-time signal: nothing sends it by accident (a USR2 or ABRT sent to a whole process group
+# would otherwise abort every worker), and faulthandler refuses the fatal signals like SIGABRT.
+TIMEOUT_SIGNAL = signal.SIGRTMIN
+
+
+def error_log_stream() -> IO[Any]:
+    """The file the error log writes to (its first stream handler), else stderr."""
+    for handler in error_log.handlers:
+        stream = getattr(handler, "stream", None)
+        if isinstance(handler, logging.StreamHandler) and stream is not None:
+            try:
+                stream.fileno()
+            except (OSError, ValueError, AttributeError):
+                continue
+            return stream
+    return sys.stderr
+
+
+STDERR_FD = 2
+
+
+def install() -> None:
+    """(Re)point the timeout dump and the crash dump at the error log's current file.
+
+    Call after the worker's Python handler for TIMEOUT_SIGNAL is installed: the dump chains to it.
+    """
+    stream = error_log_stream()
+    with suppress(OSError, ValueError):
+        stream.flush()
+    _dump_to(stream)
+
+
+def reopen_logs() -> None:
+    """Reopen the log files (USR1) without a moment when a dump would go to a closed file.
+
+    faulthandler writes to the file descriptor it was given; the reopen closes that descriptor
+    before it opens the new file. A timeout or crash dump in between would be lost (or land on
+    whatever reused the number), so the dumps go to file descriptor 2 — always open, even in a
+    daemon (/dev/null) — until the new file is in place.
+    """
+    _dump_to(STDERR_FD)
+    logs.reopen()
+    install()
+
+
+def _dump_to(target: IO[Any] | int) -> None:
+    faulthandler.register(TIMEOUT_SIGNAL, file=target, all_threads=True, chain=True)
+    faulthandler.enable(file=target, all_threads=True)
