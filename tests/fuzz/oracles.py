@@ -1,0 +1,145 @@
+"""The oracles: what the server did with a case, judged against the rules and against h11.
+
+Each failure gets a short class name, so a long run can count them and keep one reproducer per
+class:
+
+- ``hang``: no response and no close within the server's own timeouts plus slack;
+- ``kept-open``: every request was answered but the last one asked to close, and the server kept
+  the connection open;
+- ``bad-response``: a response that does not parse, bytes after a refusal, a refusal without
+  ``Connection: close``, or a response count that does not match the requests the app answered;
+- ``status-500``: any 500 (the fuzz app never fails, so a 500 is the server's own error);
+- ``status-5xx``: another 5xx, or a 501/505 where nothing justifies one (501: CONNECT or a
+  transfer coding; 505: an HTTP version other than 1.0/1.1);
+- ``served-connect``: a CONNECT request reached the app (a 2xx opens a tunnel for intermediaries);
+- ``looser-head``: the app got a request where h11 had none (h11 refused, or needed more bytes);
+- ``looser-body``: the app got a whole body where h11 did not;
+- ``mismatch-head`` / ``mismatch-body``: the app got a request h11 reads differently;
+- ``worker-crash``: a worker pid changed; ``traceback``: a traceback in the server's log;
+- ``probe-failed``: a fresh valid request did not get its 200 afterwards.
+
+forkserve refusing what h11 accepts is allowed (stricter); such cases are only counted.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass, field
+
+from .reference import Reference, expected_environ
+from .strategies import Case
+from .wire import Exchange
+
+_VERSION = re.compile(rb"HTTP/(?!1\.[01](?![0-9]))[0-9]")
+_TRANSFER_ENCODING = re.compile(rb"transfer-encoding", re.IGNORECASE)
+JUSTIFIED_5XX = {
+    501: lambda data: b"CONNECT" in data or _TRANSFER_ENCODING.search(data) is not None,
+    505: lambda data: _VERSION.search(data) is not None,
+}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One broken rule: its class and what exactly was seen."""
+
+    kind: str
+    detail: str
+
+
+@dataclass
+class Hit:
+    """A request as the app saw it: the environ fields, and the body if all of it came."""
+
+    environ: dict[str, str]
+    body: bytes | None = None
+
+
+def parse_hits(text: str) -> list[Hit]:
+    """The fuzz app's record lines for one connection, as requests."""
+    hits: list[Hit] = []
+    for line in text.splitlines():
+        entry = json.loads(line)
+        if "head" in entry:
+            hits.append(Hit(entry["head"]))
+        else:
+            hits[-1].body = base64.b64decode(entry["body"])
+    return hits
+
+
+@dataclass
+class Verdict:
+    """The judgement of one case. ``stricter``: forkserve served fewer whole requests than h11
+    parsed (a refusal, or an early close), which is allowed."""
+
+    failures: list[Failure] = field(default_factory=list)
+    stricter: bool = False
+
+    def add(self, kind: str, detail: str) -> None:
+        self.failures.append(Failure(kind, detail))
+
+
+def judge_responses(case: Case, reference: Reference, exchange: Exchange, hits: list[Hit],
+                    verdict: Verdict) -> None:
+    """The response sequence: well-formed, ending in a close or a probe answer, never a 500."""
+    if exchange.timed_out:
+        answered = sum(1 for r in exchange.responses if r.status == 200)
+        if reference.end == "close" and answered == len(reference.requests) == len(hits):
+            verdict.add("kept-open", f"all {answered} requests answered, the last asked to close, "
+                                     f"the connection stayed open ({exchange.timed_out})")
+        else:
+            verdict.add("hang", exchange.timed_out)
+    if exchange.malformed:
+        verdict.add("bad-response", exchange.malformed)
+    finals = [r for r in exchange.responses if r.status != 100]
+    for index, response in enumerate(finals):
+        status = response.status
+        if status == 500:
+            verdict.add("status-500", f"response {index + 1}: {response}")
+        elif status >= 500 and not JUSTIFIED_5XX.get(status, lambda data: False)(case.data):
+            verdict.add("status-5xx", f"response {index + 1}: {status} without a reason for it")
+        if status >= 400:
+            if index != len(finals) - 1:
+                verdict.add("bad-response", f"a response after the {status} refusal: {finals[index + 1]}")
+            if response.header("Connection") != "close":
+                verdict.add("bad-response", f"{status} refusal without Connection: close")
+        elif status != 200:
+            verdict.add("bad-response", f"unexpected status {status}")
+    answered = sum(1 for r in finals if r.status == 200)
+    whole = sum(1 for hit in hits if hit.body is not None)
+    if answered != whole and not exchange.timed_out and not exchange.malformed:
+        verdict.add("bad-response", f"{answered} 200 responses for {whole} requests the app answered")
+
+
+def judge_differential(reference: Reference, hits: list[Hit], verdict: Verdict) -> None:
+    """What reached the app must be what h11 reads, in order, and no more."""
+    for index, hit in enumerate(hits):
+        if hit.environ.get("REQUEST_METHOD") == "CONNECT":
+            verdict.add("served-connect", f"request {index + 1}: {hit.environ}")
+        if index >= len(reference.requests):
+            how = f"h11 refused: {reference.error}" if reference.end == "error" else f"h11: {reference.end}"
+            verdict.add("looser-head", f"request {index + 1} reached the app, {how}; app saw {hit.environ}")
+            return
+        parsed = reference.requests[index]
+        wanted = expected_environ(parsed)
+        if hit.environ != wanted:
+            keys = sorted(k for k in wanted.keys() | hit.environ.keys() if wanted.get(k) != hit.environ.get(k))
+            differences = {k: (hit.environ.get(k), wanted.get(k)) for k in keys}
+            verdict.add("mismatch-head", f"request {index + 1} (app, h11): {differences}")
+        if hit.body is None:
+            continue
+        if not parsed.complete:
+            verdict.add("looser-body", f"request {index + 1}: app got body {hit.body!r}, h11: "
+                                       f"{reference.end} {reference.error}")
+        elif hit.body != parsed.body:
+            verdict.add("mismatch-body", f"request {index + 1}: app got {hit.body!r}, h11 {parsed.body!r}")
+    verdict.stricter = sum(1 for hit in hits if hit.body is not None) < len(reference.complete)
+
+
+def judge(case: Case, reference: Reference, exchange: Exchange, hits: list[Hit]) -> Verdict:
+    """Every per-connection oracle (the server-wide ones are the runner's: pids, log, probe)."""
+    verdict = Verdict()
+    judge_responses(case, reference, exchange, hits, verdict)
+    judge_differential(reference, hits, verdict)
+    return verdict

@@ -1,0 +1,149 @@
+"""Running cases: one client's loop against the server, and the tally of a run.
+
+``Fuzzer.run`` plays one case and applies every oracle: the per-connection ones (oracles.judge)
+and the server-wide ones, which only a client that watches the server can check: worker pids
+unchanged, no traceback in the log, a fresh request still served. A connection the server keeps
+open (its probe answered) is reused for the next case: no connect and accept per case.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections import Counter
+from dataclasses import dataclass, field
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+
+from .oracles import Verdict, judge, parse_hits
+from .reference import parse
+from .server import BODY_TIMEOUT, HEADER_TIMEOUT, FuzzServer
+from .strategies import Case
+from .wire import connect, fresh_probe, play
+
+# How long any one read may wait: the server's longest own timeout (header, then body) plus slack
+# for a loaded 2-core machine. Below the keep-alive timeout, so a connection kept open shows.
+WAIT = HEADER_TIMEOUT + BODY_TIMEOUT + 1.0
+_REFUSED = re.compile(r"refused request from 127\.0\.0\.1:(\d+): (\d+) (.*)")
+_DETAIL = re.compile(r"b'.*|b\".*|[0-9]+")
+
+
+def refusal_kind(status: str, reason: str) -> str:
+    """A refusal's log reason without the request's own bytes, to count refusals by rule."""
+    return f"{status} {_DETAIL.sub('N', reason.split(': ', 1)[0])[:60]}"
+
+
+class Fuzzer:
+    """One client: plays cases on a server and judges them. Not thread-safe; one per process."""
+
+    def __init__(self, server: FuzzServer, probe_every: int = 1) -> None:
+        self.server = server
+        self.probe_every = probe_every
+        self.sock: socket.socket | None = None
+        self.cases = 0
+        self.pids = server.worker_pids()
+        self.log = open(server.log_path, encoding="utf-8", errors="replace")  # noqa: SIM115 -- closed in close()
+        self.log.seek(0, 2)
+        self.refusals: Counter[str] = Counter()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        self.log.close()
+
+    def _socket(self) -> tuple[socket.socket, int]:
+        if self.sock is None:
+            self.sock = connect(self.server.address, WAIT)
+            self.server.take_hits(self.sock.getsockname()[1])  # a stale record of an old owner
+        return self.sock, self.sock.getsockname()[1]
+
+    def run(self, case: Case) -> Verdict:
+        """Play ``case`` and apply every oracle."""
+        reference = parse(case.data)
+        if reference.end == "open":
+            then = "probe"
+        elif reference.end == "close" or case.hold:
+            then = "wait"
+        else:
+            then = "half-close"
+        try:
+            sock, port = self._socket()
+        except OSError as error:
+            verdict = Verdict()
+            verdict.add("probe-failed", f"cannot connect: {error!r}")
+            return verdict
+        exchange = play(sock, case, then, WAIT)
+        if not exchange.probe:
+            sock.close()
+            self.sock = None
+        verdict = judge(case, reference, exchange, parse_hits(self.server.take_hits(port)))
+        self.cases += 1
+        self._check_server(verdict, port, force_probe=not exchange.probe)
+        return verdict
+
+    def _check_server(self, verdict: Verdict, port: int, force_probe: bool) -> None:
+        pids = self.server.worker_pids()
+        if pids != self.pids:
+            verdict.add("worker-crash", f"worker pids {sorted(self.pids)} -> {sorted(pids)}")
+            self.pids = pids
+        log = self.log.read()
+        if "Traceback" in log:
+            verdict.add("traceback", log[max(log.index("Traceback") - 300, 0):][:2000])
+        for match in _REFUSED.finditer(log):
+            if int(match.group(1)) == port:
+                self.refusals[refusal_kind(match.group(2), match.group(3))] += 1
+        if force_probe and self.cases % self.probe_every == 0 or verdict.failures:
+            problem = fresh_probe(self.server.address, WAIT)
+            if problem:
+                verdict.add("probe-failed", problem)
+
+
+@dataclass
+class Tally:
+    """What a run found: counts by class and the smallest failing case of each class."""
+
+    cases: int = 0
+    stricter: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, tuple[Case, str]] = field(default_factory=dict)
+    refusals: Counter[str] = field(default_factory=Counter)
+
+    def record(self, case: Case, verdict: Verdict) -> None:
+        self.cases += 1
+        self.stricter += verdict.stricter
+        for kind in {failure.kind for failure in verdict.failures}:
+            self.failures[kind] += 1
+            known = self.examples.get(kind)
+            if known is None or len(case.data) < len(known[0].data):
+                detail = next(f.detail for f in verdict.failures if f.kind == kind)
+                self.examples[kind] = (case, detail)
+
+    def merge(self, other: Tally) -> None:
+        self.cases += other.cases
+        self.stricter += other.stricter
+        self.failures.update(other.failures)
+        self.refusals.update(other.refusals)
+        for kind, (case, detail) in other.examples.items():
+            known = self.examples.get(kind)
+            if known is None or len(case.data) < len(known[0].data):
+                self.examples[kind] = (case, detail)
+
+
+def explore(fuzzer: Fuzzer, strategy: st.SearchStrategy[Case], seed: int, count: int, tally: Tally) -> None:
+    """Run ``count`` hypothesis-generated cases (generation only: a long run collects failures
+    and shrinks them afterwards by its own means, see shrink.py) into ``tally``."""
+
+    @hypothesis_seed(seed)
+    @settings(max_examples=count, database=None, deadline=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def one(case: Case) -> None:
+        tally.record(case, fuzzer.run(case))
+
+    one()
+    tally.refusals.update(fuzzer.refusals)
+    fuzzer.refusals.clear()
+
