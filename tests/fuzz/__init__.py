@@ -2,11 +2,12 @@
 
 Hypothesis generates request byte streams (strategies), which are sent to a real forkserve
 process in several chunkings (wire), judged by oracles, the main one a differential against h11
-(reference, oracles), and run by the runner as a short test in the suite (test_fuzz).
+(reference, oracles), and run as a short test in the suite (test_fuzz) or as a long run
+(``python -m tests.fuzz``; runner, shrink, __main__).
 
 The modules import the test helpers (``conftest.Server``, ``http_wire``) the way the tests do,
-with ``tests/`` on ``sys.path``: pytest puts it there; anything else importing the package
-(``python -m``) gets it here.
+with ``tests/`` on ``sys.path``: pytest puts it there; a long run started with ``python -m``
+gets it here.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Running cases: one client's loop against the server, and the tally of a run.
+"""Running cases: one client's loop against the server, and the tally a long run adds up.
 
 ``Fuzzer.run`` plays one case and applies every oracle: the per-connection ones (oracles.judge)
 and the server-wide ones, which only a client that watches the server can check: worker pids
@@ -8,9 +8,13 @@ open (its probe answered) is reused for the next case: no connect and accept per
 
 from __future__ import annotations
 
+import multiprocessing
+import queue as queue_module
 import re
 import socket
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, Phase, given, settings
@@ -20,12 +24,13 @@ from hypothesis import strategies as st
 from .oracles import Verdict, judge, parse_hits
 from .reference import parse
 from .server import BODY_TIMEOUT, HEADER_TIMEOUT, FuzzServer
-from .strategies import Case
+from .strategies import Case, cases
 from .wire import connect, fresh_probe, play
 
 # How long any one read may wait: the server's longest own timeout (header, then body) plus slack
 # for a loaded 2-core machine. Below the keep-alive timeout, so a connection kept open shows.
 WAIT = HEADER_TIMEOUT + BODY_TIMEOUT + 1.0
+PROGRESS_EVERY = 5.0
 _REFUSED = re.compile(r"refused request from 127\.0\.0\.1:(\d+): (\d+) (.*)")
 _DETAIL = re.compile(r"b'.*|b\".*|[0-9]+")
 
@@ -147,3 +152,83 @@ def explore(fuzzer: Fuzzer, strategy: st.SearchStrategy[Case], seed: int, count:
     tally.refusals.update(fuzzer.refusals)
     fuzzer.refusals.clear()
 
+
+@dataclass(frozen=True)
+class Plan:
+    """What a long run's client processes do: ``cases`` in all, shared by ``jobs`` processes, in
+    hypothesis runs of ``batch`` cases (each with its own seed: one endless run would keep every
+    case it tried in memory)."""
+
+    cases: int
+    seed: int
+    jobs: int = 2
+    batch: int = 500
+    hold_one_in: int = 200
+    trickle_one_in: int = 10
+    probe_every: int = 20
+
+
+def _job(server: FuzzServer, plan: Plan, index: int, queue: multiprocessing.Queue) -> None:
+    """One client process: its share of the cases, a tally per batch onto ``queue``, then None."""
+    fuzzer = Fuzzer(server, plan.probe_every)
+    strategy = cases(plan.hold_one_in, plan.trickle_one_in)
+    share = plan.cases // plan.jobs + (index < plan.cases % plan.jobs)
+    done = batch = 0
+    try:
+        while done < share:
+            tally = Tally()
+            seed = plan.seed * 1_000_000 + index * 10_000 + batch
+            explore(fuzzer, strategy, seed, min(plan.batch, share - done), tally)
+            queue.put((index, tally))
+            if not tally.cases:
+                break
+            done += tally.cases
+            batch += 1
+    finally:
+        fuzzer.close()
+        queue.put((index, None))
+
+
+def run_parallel(server: FuzzServer, plan: Plan, seconds: float,
+                 progress: Callable[[Tally, float], None]) -> tuple[Tally, list[str]]:
+    """Run ``plan`` in ``plan.jobs`` client processes against ``server``, for at most ``seconds``.
+
+    Returns the merged tally and any trouble with the jobs themselves (one that died, or the
+    deadline). ``progress(tally, elapsed)`` is called every few seconds.
+    """
+    context = multiprocessing.get_context("fork")
+    queue: multiprocessing.Queue = context.Queue()
+    jobs = [context.Process(target=_job, args=(server, plan, index, queue), daemon=True)
+            for index in range(plan.jobs)]
+    for job in jobs:
+        job.start()
+    total, trouble = Tally(), []
+    started = time.monotonic()
+    running = set(range(plan.jobs))
+    try:
+        while running:
+            left = started + seconds - time.monotonic()
+            if left <= 0:
+                trouble.append(f"stopped at the {seconds:.0f} s deadline")
+                break
+            try:
+                index, part = queue.get(timeout=min(left, PROGRESS_EVERY))
+            except queue_module.Empty:
+                for index in list(running):
+                    if jobs[index].exitcode is not None:
+                        trouble.append(f"job {index} exited with {jobs[index].exitcode} before it finished")
+                        running.discard(index)
+                progress(total, time.monotonic() - started)
+                continue
+            if part is None:
+                running.discard(index)
+            else:
+                total.merge(part)
+                progress(total, time.monotonic() - started)
+    finally:
+        for job in jobs:
+            job.join(timeout=WAIT + 1)
+            if job.is_alive():
+                job.kill()
+                job.join(timeout=5)
+    return total, trouble
