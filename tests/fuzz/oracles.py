@@ -15,6 +15,7 @@ class:
 - ``looser-head``: the app got a request where h11 had none (h11 refused, or needed more bytes);
 - ``looser-body``: the app got a whole body where h11 did not;
 - ``mismatch-head`` / ``mismatch-body``: the app got a request h11 reads differently;
+- ``chunking-differs``: sent in pieces, the case was served otherwise than sent whole;
 - ``worker-crash``: a worker pid changed; ``traceback``: a traceback in the server's log;
 - ``probe-failed``: a fresh valid request did not get its 200 afterwards.
 
@@ -135,6 +136,32 @@ def judge_differential(reference: Reference, hits: list[Hit], verdict: Verdict) 
         elif hit.body != parsed.body:
             verdict.add("mismatch-body", f"request {index + 1}: app got {hit.body!r}, h11 {parsed.body!r}")
     verdict.stricter = sum(1 for hit in hits if hit.body is not None) < len(reference.complete)
+
+
+def _served_and_refusal(exchange: Exchange, hits: list[Hit]) -> tuple[int, int | None]:
+    """How many requests the app answered, and the refusal that ended the connection (None
+    when it ended otherwise: a close, an early close while others wait, a timeout's 408)."""
+    served = sum(1 for hit in hits if hit.body is not None)
+    last = exchange.responses[-1].status if exchange.responses else 0
+    return served, last if last >= 400 and last != 408 else None
+
+
+def judge_chunking(case: Case, pieces: Exchange, pieces_hits: list[Hit], whole: Exchange,
+                   whole_hits: list[Hit], verdict: Verdict) -> None:
+    """The same bytes sent in pieces and sent whole must be served alike: a run that served
+    fewer requests than the other must not have refused the next one, and two runs refusing
+    after the same requests must refuse with the same status. (A run may serve fewer for a
+    benign reason: the server closes a keep-alive connection early when others wait.)"""
+    if pieces.timed_out or pieces.malformed or whole.timed_out or whole.malformed:
+        return  # already a failure of its own
+    (served_p, refused_p), (served_w, refused_w) = (_served_and_refusal(pieces, pieces_hits),
+                                                    _served_and_refusal(whole, whole_hits))
+    fewer_refused = refused_p if served_p < served_w else refused_w if served_w < served_p else None
+    differ = served_p == served_w and None not in (refused_p, refused_w) and refused_p != refused_w
+    if fewer_refused is not None or differ:
+        statuses = [r.status for r in pieces.responses], [r.status for r in whole.responses]
+        verdict.add("chunking-differs", f"sent {case.chunking.kind}: {statuses[0]}, {served_p} served; "
+                                        f"sent whole: {statuses[1]}, {served_w} served")
 
 
 def judge(case: Case, reference: Reference, exchange: Exchange, hits: list[Hit]) -> Verdict:

@@ -15,17 +15,17 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from .oracles import Verdict, judge, parse_hits
-from .reference import parse
+from .oracles import Hit, Verdict, judge, judge_chunking, parse_hits
+from .reference import Reference, parse
 from .server import BODY_TIMEOUT, HEADER_TIMEOUT, FuzzServer
-from .strategies import Case, cases
-from .wire import connect, fresh_probe, play
+from .strategies import Case, Chunking, cases
+from .wire import Exchange, connect, fresh_probe, play
 
 # How long any one read may wait: the server's longest own timeout (header, then body) plus slack
 # for a loaded 2-core machine. Below the keep-alive timeout, so a connection kept open shows.
@@ -66,8 +66,28 @@ class Fuzzer:
         return self.sock, self.sock.getsockname()[1]
 
     def run(self, case: Case) -> Verdict:
-        """Play ``case`` and apply every oracle."""
+        """Play ``case`` and apply every oracle. A case sent in pieces that the server refused
+        (or that it refused sent whole) is played again whole: how the bytes arrive must not
+        change what is served."""
         reference = parse(case.data)
+        played = self._play(case, reference)
+        if isinstance(played, str):
+            verdict = Verdict()
+            verdict.add("probe-failed", played)
+            return verdict
+        exchange, hits, port = played
+        verdict = judge(case, reference, exchange, hits)
+        if case.chunking.kind != "whole" and not case.hold:
+            whole = self._play(replace(case, chunking=Chunking()), reference)
+            if not isinstance(whole, str):
+                judge_chunking(case, exchange, hits, whole[0], whole[1], verdict)
+        self.cases += 1
+        self._check_server(verdict, port, force_probe=not exchange.probe)
+        return verdict
+
+    def _play(self, case: Case, reference: Reference) -> tuple[Exchange, list[Hit], int] | str:
+        """Send ``case`` and collect the responses and the app's records, or say why it could
+        not be sent. How the client ends the case follows h11's reading (see wire.py)."""
         if reference.end == "open":
             then = "probe"
         elif reference.end == "close" or case.hold:
@@ -77,17 +97,12 @@ class Fuzzer:
         try:
             sock, port = self._socket()
         except OSError as error:
-            verdict = Verdict()
-            verdict.add("probe-failed", f"cannot connect: {error!r}")
-            return verdict
+            return f"cannot connect: {error!r}"
         exchange = play(sock, case, then, WAIT)
         if not exchange.probe:
             sock.close()
             self.sock = None
-        verdict = judge(case, reference, exchange, parse_hits(self.server.take_hits(port)))
-        self.cases += 1
-        self._check_server(verdict, port, force_probe=not exchange.probe)
-        return verdict
+        return exchange, parse_hits(self.server.take_hits(port)), port
 
     def _check_server(self, verdict: Verdict, port: int, force_probe: bool) -> None:
         pids = self.server.worker_pids()

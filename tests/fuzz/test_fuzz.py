@@ -17,11 +17,11 @@ from conftest import wait_for
 from http_wire import WireResponse
 from hypothesis import HealthCheck, given, settings
 
-from .oracles import Hit, Verdict, judge_differential, judge_responses
+from .oracles import Hit, Verdict, judge_chunking, judge_differential, judge_responses
 from .reference import expected_environ, parse
 from .runner import Fuzzer
 from .server import FuzzServer
-from .strategies import Case, cases
+from .strategies import Case, Chunking, cases
 from .wire import Exchange
 
 SHORT_RUN_CASES = 500
@@ -132,3 +132,24 @@ def test_response_oracle_flags_5xx_hangs_and_connections_kept_open() -> None:
     assert _responses(raw, Exchange([_response(200)], timed_out="quiet"), answered) == ["kept-open"]
     assert _responses(raw, Exchange([], timed_out="quiet"), []) == ["hang"]
     assert _responses(raw, Exchange([_response(200)], closed=True), []) == ["bad-response"]
+
+
+def test_chunking_oracle_flags_a_refusal_the_whole_case_does_not_get() -> None:
+    raw = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    case, close = Case(raw, Chunking("trickle")), ("Connection", "close")
+    served = [_hit(raw), _hit(raw)]
+
+    def kinds(pieces: Exchange, pieces_hits: list[Hit], whole: Exchange, whole_hits: list[Hit]) -> list[str]:
+        verdict = Verdict()
+        judge_chunking(case, pieces, pieces_hits, whole, whole_hits, verdict)
+        return [f.kind for f in verdict.failures]
+
+    both = Exchange([_response(200), _response(200)], probe=True)
+    assert kinds(both, served, both, served) == []
+    refused_second = Exchange([_response(200), _response(400, close)], closed=True)
+    assert kinds(refused_second, served[:1], both, served) == ["chunking-differs"]
+    assert kinds(both, served, refused_second, served[:1]) == ["chunking-differs"]
+    # serving fewer because the server closed early (others waiting) is no difference
+    assert kinds(Exchange([_response(200, close)], closed=True), served[:1], both, served) == []
+    other_refusal = Exchange([_response(200), _response(431, close)], closed=True)
+    assert kinds(refused_second, served[:1], other_refusal, served[:1]) == ["chunking-differs"]
