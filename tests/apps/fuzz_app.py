@@ -4,7 +4,9 @@ Several fuzzing clients share one server, so a shared record file would mix thei
 hit is instead appended to ``$FORKSERVE_FUZZ_HITS/<REMOTE_PORT>``: a client knows its own port and
 reads (then removes) exactly its connection's records. Two JSON lines per request: the head as the
 environ shows it, written *before* the body is read (so a request refused while its body streams
-in still counts as having reached the app), then the body, once all of it came. The answer is an
+in still counts as having reached the app), then the body (base64) once all of it came, or null
+when the path asked the app to leave it unread (``/noread``) or read only part of it (``/part``:
+3 bytes; ``/line``: one line), which the server must then drain before the next request. The answer is an
 empty 200, the same bytes for HEAD and GET, so the client needs no method to frame it.
 ``/__probe`` answers ``probe`` and records nothing: the client's check that a connection (or the
 server) still serves.
@@ -34,7 +36,13 @@ def app(environ, start_response):
         return [b"probe"]
     head = {key: value for key, value in environ.items() if key in _HEAD_KEYS or key.startswith("HTTP_")}
     _append(environ, {"head": head})
-    body = environ["wsgi.input"].read()
-    _append(environ, {"body": base64.b64encode(body).decode()})
+    stream, path, body = environ["wsgi.input"], environ["PATH_INFO"], None
+    if "/part" in path:  # read a little; the server drains the rest (or closes)
+        stream.read(3)
+    elif "/line" in path:
+        stream.readline()
+    elif "/noread" not in path:
+        body = base64.b64encode(stream.read()).decode()
+    _append(environ, {"body": body})
     start_response("200 OK", [("Content-Length", "0")])
     return [b""]

@@ -51,9 +51,11 @@ class Failure:
 
 @dataclass
 class Hit:
-    """A request as the app saw it: the environ fields, and the body if all of it came."""
+    """A request as the app saw it: the environ fields; ``answered``: the app got to answer (it
+    read what it meant to read); ``body``: all of the body, when the app read all of it."""
 
     environ: dict[str, str]
+    answered: bool = False
     body: bytes | None = None
 
 
@@ -65,7 +67,8 @@ def parse_hits(text: str) -> list[Hit]:
         if "head" in entry:
             hits.append(Hit(entry["head"]))
         else:
-            hits[-1].body = base64.b64decode(entry["body"])
+            hits[-1].answered = True
+            hits[-1].body = None if entry["body"] is None else base64.b64decode(entry["body"])
     return hits
 
 
@@ -108,9 +111,9 @@ def judge_responses(case: Case, reference: Reference, exchange: Exchange, hits: 
         elif status != 200:
             verdict.add("bad-response", f"unexpected status {status}")
     answered = sum(1 for r in finals if r.status == 200)
-    whole = sum(1 for hit in hits if hit.body is not None)
-    if answered != whole and not exchange.timed_out and not exchange.malformed:
-        verdict.add("bad-response", f"{answered} 200 responses for {whole} requests the app answered")
+    expected = sum(1 for hit in hits if hit.answered)
+    if answered != expected and not exchange.timed_out and not exchange.malformed:
+        verdict.add("bad-response", f"{answered} 200 responses for {expected} requests the app answered")
 
 
 def judge_differential(reference: Reference, hits: list[Hit], verdict: Verdict) -> None:
@@ -135,13 +138,13 @@ def judge_differential(reference: Reference, hits: list[Hit], verdict: Verdict) 
                                        f"{reference.end} {reference.error}")
         elif hit.body != parsed.body:
             verdict.add("mismatch-body", f"request {index + 1}: app got {hit.body!r}, h11 {parsed.body!r}")
-    verdict.stricter = sum(1 for hit in hits if hit.body is not None) < len(reference.complete)
+    verdict.stricter = sum(1 for hit in hits if hit.answered) < len(reference.complete)
 
 
 def _served_and_refusal(exchange: Exchange, hits: list[Hit]) -> tuple[int, int | None]:
     """How many requests the app answered, and the refusal that ended the connection (None
     when it ended otherwise: a close, an early close while others wait, a timeout's 408)."""
-    served = sum(1 for hit in hits if hit.body is not None)
+    served = sum(1 for hit in hits if hit.answered)
     last = exchange.responses[-1].status if exchange.responses else 0
     return served, last if last >= 400 and last != 408 else None
 

@@ -40,7 +40,7 @@ CONNECTION_VALUES = (b"close", b"keep-alive", b"Keep-Alive", b"keep-alive, close
                      b"CLOSE", b" close ", b"upgrade", b"te", b"", b",", b"closed", b"clos e",
                      b"keep-alive,,close", b"close;x")
 CL_FORMS = ("0{n}", "+{n}", "-{n}", "{n}, {n}", "{n},{n}", " {n} ", "{n}\t", "0x{n:x}", "{n}.0", "",
-            "{n} {n}", "99999999999999999999999", "18446744073709551617", "{n}, {m}", "{m}", "{k}")
+            "{n} {n}", "99999999999999999999999", "18446744073709551617", "{n}, {m}", "{m}", "{k}", "4097")
 TE_VALUES = (b"Chunked", b"CHUNKED", b" chunked ", b"chunked\t", b"chunked, identity",
              b"identity, chunked", b"gzip, chunked", b"chunked,", b",chunked", b"chunked;q=1",
              b'"chunked"', b"x-chunked", b"chunked\x0b", b"identity", b"chunked, chunked", b"", b"chunk")
@@ -62,8 +62,10 @@ TRAILERS = (b"X-T: v", b"X-T:", b"Content-Length: 5", b"Host: evil", b"Transfer-
             b"bad", b" folded", b"X-T : v", b"X-T: a\x00b", b"Connection: close")
 FINAL_LINE_ENDS = (b"\n", b"", b"\r", b"\r\n\r\n")
 LEADING = (b"",) * 24 + (CRLF, CRLF * 8, CRLF * 9, b"\n", b"\r", b" \r\n")
-LONG_SIZES = (1000, 1017, 1018, 1030, 5000)
-SEGMENTS = (b"a", b"b0", b"", b"z.z", b"..", b"~-_", b"%41", b"%2f", b"a%", b"%zz", b"%00", b"%e9", b"a=b&c")
+# "noread", "part" and "line" make the fuzz app leave (some of) the body unread for the server to drain
+SEGMENTS = (b"a", b"b0", b"", b"z.z", b"..", b"~-_", b"%41", b"%2f", b"a%", b"%zz", b"%00", b"%e9", b"a=b&c",
+            b"noread", b"part", b"line")
+LONG_SIZES = (1000, 1010, 1011, 1016, 1017, 5000)  # a 1024-byte limit: line = size + 14, field = size + 8
 
 
 @dataclass

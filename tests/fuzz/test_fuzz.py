@@ -86,7 +86,8 @@ def test_expected_environ_normalises_like_pep_3333() -> None:
 
 
 def _hit(raw: bytes, body: bytes | None = b"") -> Hit:
-    return Hit(expected_environ(parse(raw).requests[0]), body)
+    """The app's record of the first request in ``raw``, answered, with ``body`` read."""
+    return Hit(expected_environ(parse(raw).requests[0]), answered=True, body=body)
 
 
 def _differential(raw: bytes, hits: list[Hit]) -> list[str]:
