@@ -136,10 +136,7 @@ class Tally:
         self.stricter += verdict.stricter
         for kind in {failure.kind for failure in verdict.failures}:
             self.failures[kind] += 1
-            known = self.examples.get(kind)
-            if known is None or len(case.data) < len(known[0].data):
-                detail = next(f.detail for f in verdict.failures if f.kind == kind)
-                self.examples[kind] = (case, detail)
+            self._keep_smallest(kind, case, next(f.detail for f in verdict.failures if f.kind == kind))
 
     def merge(self, other: Tally) -> None:
         self.cases += other.cases
@@ -147,9 +144,12 @@ class Tally:
         self.failures.update(other.failures)
         self.refusals.update(other.refusals)
         for kind, (case, detail) in other.examples.items():
-            known = self.examples.get(kind)
-            if known is None or len(case.data) < len(known[0].data):
-                self.examples[kind] = (case, detail)
+            self._keep_smallest(kind, case, detail)
+
+    def _keep_smallest(self, kind: str, case: Case, detail: str) -> None:
+        known = self.examples.get(kind)
+        if known is None or len(case.data) < len(known[0].data):
+            self.examples[kind] = (case, detail)
 
 
 def explore(fuzzer: Fuzzer, strategy: st.SearchStrategy[Case], seed: int, count: int, tally: Tally) -> None:
