@@ -1,4 +1,4 @@
-"""A property-based fuzzer for forkserve's HTTP/1.1 request path.
+"""A property-based fuzzer for forkserve's HTTP/1.1 request path (see README.md here).
 
 Hypothesis generates request byte streams (strategies), which are sent to a real forkserve
 process in several chunkings (wire), judged by oracles, the main one a differential against h11
