@@ -123,7 +123,6 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         tally, trouble = run_parallel(server, plan, options.max_seconds, _progress)
         elapsed = time.monotonic() - started
-        out = options.out or Path(tempfile.mkdtemp(prefix="forkserve-fuzz-findings-"))
         print(f"\ncases run: {tally.cases} in {elapsed:.1f} s ({tally.cases / max(elapsed, 1e-9):.0f} cases/s), "
               f"seed {seed}")
         print(f"stricter than h11 (allowed): {tally.stricter} cases")
@@ -138,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         if not tally.failures:
             print("failures by class: none")
             return 1 if trouble else 0
+        out = options.out or Path(tempfile.mkdtemp(prefix="forkserve-fuzz-findings-"))
         print(f"failures by class (reproducers in {out}):")
         for kind in tally.failures.keys() - tally.examples.keys():
             print(f"  {kind}: {tally.failures[kind]}")
