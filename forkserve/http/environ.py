@@ -132,13 +132,11 @@ class EnvironBuilder:
         """The environ for one request."""
         environ = self.base.copy()
         target = head.target
+        if b"#" in target:  # a fragment ends the target (RFC 3986 3.5), a "?" after it included
+            target = target.split(b"#", 1)[0]
         if target[:1] != b"/":
             target = _origin_form(target)
         path, _, query = target.partition(b"?")
-        if b"#" in query:
-            query = query.split(b"#", 1)[0]
-        elif b"#" in path:
-            path = path.split(b"#", 1)[0]
         path_info = path.decode("latin-1") if b"%" not in path else decode_path(path)
         script_name = self.script_name
         if script_name and (path_info == script_name or path_info.startswith(script_name + "/")):
