@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from forkserve.http import accesslog
 from forkserve.http.body import RequestBody
 from forkserve.http.environ import EnvironBuilder
 from forkserve.http.errors import ClientDisconnected, HttpError, error_reply
@@ -30,7 +31,7 @@ error_log = logging.getLogger("forkserve.error")
 
 DRAIN_BUDGET = 256 * 1024  # unread body bytes read off after the response to keep the connection
 REQUEST_LINE_ROOM = 90
-QUEUE_TIME_KEY = "forkserve.queue_time"  # seconds the ready request waited for the app
+QUEUE_TIME_KEY = accesslog.QUEUE_TIME_KEY  # seconds the ready request waited for the app
 CONNECTION_KEY = "forkserve.connection"  # "<worker pid>.<serial>": which connection it came on
 
 

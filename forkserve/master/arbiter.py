@@ -430,6 +430,7 @@ class Arbiter:
                     stop_new_connections(listener)
                 except OSError as error:
                     error_log.warning("cannot stop new connections on %s: %s", describe(listener), error)
+            error_log.info("no new connections from now on; the workers serve those already queued")
         self.fleet.stop_all(signal.SIGTERM if graceful else signal.SIGQUIT, drain=drain)
         for listener in self.listeners:
             # Our copies go now: once the workers have served the queue and closed theirs,

@@ -83,11 +83,17 @@ def parse_bind(spec: str) -> tuple[str, str | int, int]:
     return "tcp", host or "0.0.0.0", int(port_text)
 
 
+SO_TIMESTAMPNS = 35  # Linux; not in Python's socket module
+
+
 def _tune_listener(sock: socket.socket, header_timeout: float, io_timeout: float) -> None:
     """Options every accepted connection inherits, set once here instead of per connection."""
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+        # The kernel stamps each segment's arrival: a request's queue time counts from when
+        # its bytes came in, even when the worker was in the app then.
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(header_timeout))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(io_timeout))
     sock.setblocking(False)

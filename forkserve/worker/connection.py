@@ -26,6 +26,7 @@ import logging
 import os
 import select
 import socket
+import struct
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ _GROUP = (0, 1, 0, 2, 2, 3, 0)
 INFINITY = float("inf")
 STOP_GRACE = 0.1  # an idle connection's grace for a request on its way when the worker stops
 LINGER_SECONDS = 2.0
+_TIMESPEC = struct.Struct("qq")
+_STAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 _EPOLLIN = select.EPOLLIN
 _EPOLLOUT = select.EPOLLOUT
 _PROBLEM = select.EPOLLERR | select.EPOLLHUP
@@ -72,6 +75,7 @@ class Conn:
 
     __slots__ = (
         "after",
+        "arrived",
         "builder",
         "closed",
         "connection_id",
@@ -87,6 +91,7 @@ class Conn:
         "registered",
         "remote_addr",
         "remote_port",
+        "scheduling",
         "sink",
         "sock",
         "spool",
@@ -115,9 +120,11 @@ class Conn:
         self.mask = 0
         self.want = 0
         self.deadline = INFINITY
-        self.timer_at = INFINITY
+        self.timer_at = INFINITY  # the deadline of its earliest heap entry
+        self.scheduling = False  # waiting in Connections.unscheduled for a heap entry
         self.head: RequestHead | None = None
         self.head_at = self.ready_at = 0.0
+        self.arrived = 0.0  # wall-clock arrival of the last bytes read (kernel stamp), 0 if unknown
         self.leftover = b""
         self.decoder: BodyDecoder | None = None
         self.spool: BodySpool | None = None
@@ -142,6 +149,8 @@ class Connections:
         self.ready: deque[Conn] = deque()
         self.dirty: list[Conn] = []  # connections whose epoll interest may have changed
         self.timers: list[tuple[float, int, Conn]] = []
+        self.unscheduled: list[Conn] = []  # deadlines set this turn, for the heap (see _arm)
+        self.now = time.monotonic()  # the loop's clock: read after each wait and each app call
         self.sequence = itertools.count()
         self.serials = itertools.count(1)  # connections accepted, numbered
         self.pid = os.getpid()
@@ -158,15 +167,29 @@ class Connections:
             self.dirty.append(conn)
 
     def _arm(self, conn: Conn, deadline: float) -> None:
-        """Set the connection's deadline; the heap gets an entry only if it moved earlier."""
+        """Set the connection's deadline. The heap gets an entry at the loop's next wait, and
+        only if the deadline is earlier than the one it has: a connection that is done within
+        this turn (most are) costs no heap entry, and one whose deadline only moves later costs
+        none until its old entry comes up."""
         conn.deadline = deadline
-        if deadline < conn.timer_at:
-            conn.timer_at = deadline
-            heapq.heappush(self.timers, (deadline, next(self.sequence), conn))
+        if deadline < conn.timer_at and not conn.scheduling:
+            conn.scheduling = True
+            self.unscheduled.append(conn)
+
+    def _schedule(self) -> None:
+        """Heap entries for the deadlines set this turn (before the loop waits)."""
+        timers = self.timers
+        sequence = self.sequence
+        for conn in self.unscheduled:
+            conn.scheduling = False
+            if not conn.closed and conn.deadline < conn.timer_at:
+                conn.timer_at = conn.deadline
+                heapq.heappush(timers, (conn.deadline, next(sequence), conn))
+        self.unscheduled.clear()
 
     def _expire(self) -> None:
         timers = self.timers
-        now = time.monotonic()
+        now = self.now
         while timers and timers[0][0] <= now:
             at, _, conn = heapq.heappop(timers)
             if conn.closed or at != conn.timer_at:
@@ -211,14 +234,14 @@ class Connections:
         self.counts[_GROUP[READING]] += 1
         conn.want = _EPOLLIN
         self.dirty.append(conn)
-        self._arm(conn, time.monotonic() + settings.header_timeout)
+        self._arm(conn, self.now + settings.header_timeout)
         self._read(conn)
 
     # -- reading -------------------------------------------------------------------------------
 
     def _read(self, conn: Conn) -> None:
         try:
-            data = conn.sock.recv(RECV_SIZE)
+            data, stamp, _, _ = conn.sock.recvmsg(RECV_SIZE, _STAMP_SPACE)
         except BlockingIOError:
             return
         except OSError:
@@ -229,6 +252,11 @@ class Connections:
                 error_log.debug("client %s closed the connection in the middle of a request", conn.peer)
             self._close(conn)
             return
+        if stamp:  # when these bytes reached the kernel (TCP): the app may have been busy then
+            seconds, nanoseconds = _TIMESPEC.unpack(stamp[0][2])
+            conn.arrived = seconds + nanoseconds * 1e-9
+        else:
+            conn.arrived = 0.0
         state = conn.state
         if state == BODY:
             self._body_data(conn, data)
@@ -236,9 +264,6 @@ class Connections:
             self._head_data(conn, data)
 
     def _head_data(self, conn: Conn, data: bytes) -> None:
-        if conn.state == IDLE:
-            self._set_state(conn, READING, _EPOLLIN)
-            self._arm(conn, time.monotonic() + self.settings.header_timeout)
         try:
             head = conn.reader.feed(data)
         except HttpError as error:
@@ -246,10 +271,13 @@ class Connections:
             return
         if head is not None:
             self._head_complete(conn, head)
+        elif conn.state == IDLE:  # the first bytes of the next request: its head deadline starts
+            self._set_state(conn, READING, _EPOLLIN)
+            self._arm(conn, self.now + self.settings.header_timeout)
 
     def _head_complete(self, conn: Conn, head: RequestHead) -> None:
         conn.head = head
-        conn.head_at = time.time()
+        conn.head_at = conn.arrived or time.time()
         settings = self.settings
         length = head.content_length
         if not length and not head.chunked:
@@ -286,7 +314,7 @@ class Connections:
         if self._spool(conn, first):
             return
         self._set_state(conn, BODY, _EPOLLIN)
-        self._arm(conn, time.monotonic() + settings.body_timeout)
+        self._arm(conn, self.now + settings.body_timeout)
 
     def _body_data(self, conn: Conn, data: bytes) -> None:
         assert conn.decoder is not None
@@ -296,7 +324,7 @@ class Connections:
             self._refuse(conn, error)
             return
         if not self._spool(conn, body):
-            conn.deadline = time.monotonic() + self.settings.body_timeout  # moved later: lazily
+            conn.deadline = self.now + self.settings.body_timeout  # moved later: lazily
 
     def _spool(self, conn: Conn, body: bytes) -> bool:
         """Keep body bytes; once the body is complete, the request is ready. True if it ended."""
@@ -313,7 +341,7 @@ class Connections:
             return False
         conn.leftover = decoder.leftover
         conn.wsgi_input = spool.input()
-        self._make_ready(conn, time.time())
+        self._make_ready(conn, conn.arrived or time.time())
         return True
 
     def _make_ready(self, conn: Conn, now: float) -> None:
@@ -331,13 +359,14 @@ class Connections:
         try:
             outcome = self.runner.run(conn)
         finally:
+            self.now = time.monotonic()
             self._end_request(conn)
         if conn.closed:
             return
         if conn.sink:
             conn.after = outcome
             self._set_state(conn, FLUSHING, _EPOLLOUT)
-            self._arm(conn, time.monotonic() + self.settings.body_timeout)
+            self._arm(conn, self.now + self.settings.body_timeout)
         else:
             self._after_response(conn, outcome)
 
@@ -364,7 +393,7 @@ class Connections:
         conn.after = None
         self._set_state(conn, IDLE, _EPOLLIN)
         grace = STOP_GRACE if self.stopping else self.settings.keepalive
-        self._arm(conn, time.monotonic() + grace)
+        self._arm(conn, self.now + grace)
         if leftover:
             self._head_data(conn, leftover)
 
@@ -376,7 +405,7 @@ class Connections:
             self._close(conn)
             return
         if not done:
-            conn.deadline = time.monotonic() + self.settings.body_timeout  # progress: lazily later
+            conn.deadline = self.now + self.settings.body_timeout  # progress: lazily later
             return
         outcome, conn.after = conn.after, None
         if outcome is None:
@@ -396,7 +425,7 @@ class Connections:
         if conn.sink:  # the reply first
             conn.after = Outcome(False, b"", True, 0, 0)
             self._set_state(conn, FLUSHING, _EPOLLOUT)
-            self._arm(conn, time.monotonic() + self.settings.body_timeout)
+            self._arm(conn, self.now + self.settings.body_timeout)
             return
         try:
             conn.sock.shutdown(socket.SHUT_WR)
@@ -405,7 +434,7 @@ class Connections:
             return
         self._end_request(conn)
         self._set_state(conn, LINGER, _EPOLLIN)
-        self._arm(conn, time.monotonic() + LINGER_SECONDS)
+        self._arm(conn, self.now + LINGER_SECONDS)
 
     def _close(self, conn: Conn) -> None:
         if conn.closed:

@@ -100,7 +100,7 @@ class Front(Connections):
         ready = self.ready
         timers = self.timers
         while True:
-            now = time.monotonic()
+            now = self.now
             if now >= self.next_tick:
                 self.next_tick = now + TICK
                 if not self.control.tick():
@@ -120,6 +120,7 @@ class Front(Connections):
                 if self.draining and self.listeners:
                     timeout = min(timeout, DRAIN_SETTLE)
             events = epoll.poll(timeout)
+            self.now = time.monotonic()
             for fd, mask in events:
                 conn = conns.get(fd)
                 if conn is not None:
@@ -133,7 +134,7 @@ class Front(Connections):
                         self._accept(fd)
                 else:
                     wakeup.drain(fd)
-            if timers and timers[0][0] <= time.monotonic():
+            if timers and timers[0][0] <= self.now:
                 self._expire()
             if ready:
                 self._run(ready.popleft())
@@ -162,7 +163,7 @@ class Front(Connections):
         """Bring epoll's interest lists in line with what the loop wants now."""
         want_listeners = bool(self.listeners) and (not self.stopping or self.draining) and (
             len(self.conns) < self.settings.worker_connections
-        ) and time.monotonic() >= self.accept_paused_until
+        ) and self.now >= self.accept_paused_until
         if want_listeners != self.watching:
             self.watching = want_listeners
             for fd in self.listeners:
@@ -170,6 +171,8 @@ class Front(Connections):
                     self.epoll.register(fd, _EPOLLIN | select.EPOLLEXCLUSIVE)
                 else:
                     self.epoll.unregister(fd)
+        if self.unscheduled:
+            self._schedule()
         if self.dirty:
             epoll = self.epoll
             for conn in self.dirty:
@@ -195,14 +198,14 @@ class Front(Connections):
                 sock, peer = listener.accept()
             except BlockingIOError:
                 if self.draining and not self.drain_quiet_since:
-                    self.drain_quiet_since = time.monotonic()
+                    self.drain_quiet_since = self.now
                 return
             except OSError as error:
                 if error.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
                     continue
                 if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     error_log.error("accept failed: %s; pausing for %gs", error.strerror, ACCEPT_BACKOFF)
-                    self.accept_paused_until = time.monotonic() + ACCEPT_BACKOFF
+                    self.accept_paused_until = self.now + ACCEPT_BACKOFF
                     return
                 raise
             if self.draining:
