@@ -49,12 +49,15 @@ class ServerKind:
         ]
 
 
-# forkserve's access log is off unless --access-logfile is given.
-FORKSERVE = ServerKind("forkserve", "forkserve", ())
+# forkserve's access log is off unless --access-logfile is given. Idle keep-alive connections are
+# held for 75 s (nginx's keepalive_timeout), not the 2 s default, so that the idle-keepalive
+# scenario's connections stay open for the whole run (gunicorn's sync worker closes every
+# connection after its response whatever --keep-alive says, so both get the same flag).
+FORKSERVE = ServerKind("forkserve", "forkserve", ("--keep-alive", "75"))
 # gunicorn's access log is off unless --access-logfile is given too. Its control socket (a
 # thread in the master, at a fixed path under ~/.gunicorn) is turned off so concurrent
 # benchmark runs cannot collide on it; it plays no part in serving requests.
-GUNICORN = ServerKind("gunicorn", "gunicorn", ("--worker-class", "sync", "--no-control-socket"))
+GUNICORN = ServerKind("gunicorn", "gunicorn", ("--worker-class", "sync", "--no-control-socket", "--keep-alive", "75"))
 KINDS = (FORKSERVE, GUNICORN)
 
 

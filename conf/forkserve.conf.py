@@ -43,9 +43,14 @@ timeout = 30.0
 # backlog) on TERM, reload or recycling before SIGKILL. (command line: --graceful-timeout)
 graceful_timeout = 30.0
 
-# Seconds an idle keep-alive connection is held while no other connection waits. 0 closes after every
-# response. (command line: --keep-alive)
+# Seconds an idle keep-alive connection is held (it costs the worker a selector entry, not its time).
+# 0 closes after every response. (command line: --keep-alive)
 keepalive = 2.0
+
+# Most connections one worker holds at once (reading a request, idle, waiting for the app, flushing a
+# response); at the limit it stops accepting and the listen queue keeps new arrivals for its siblings.
+# (command line: --worker-connections)
+worker_connections = 1000
 
 # A worker serves at most this many requests (plus jitter), a hard limit: it asks for a replacement a
 # tenth of the budget (at least 10 requests) ahead, and is stopped once that one is ready; the request
@@ -98,6 +103,20 @@ header_timeout = 10.0
 # Seconds a client may stall while sending the body or reading the response (408 / close). (command
 # line: --body-timeout)
 body_timeout = 30.0
+
+# Read each request body completely before calling the app (in memory up to request_buffer_size, then
+# in a temporary file in worker_tmp_dir), as nginx does, so a slow upload never holds the worker;
+# --no-request-buffering lets the app read the body from the socket as it arrives. (command line:
+# --request-buffering)
+request_buffering = True
+
+# Bytes of a buffered request body kept in memory; a larger body goes to a temporary file. (command
+# line: --request-buffer-size)
+request_buffer_size = 65536
+
+# Directory for buffered request bodies larger than request_buffer_size. Default: the system's
+# temporary directory. (command line: --worker-tmp-dir)
+worker_tmp_dir = None
 
 # Header names containing '_': 'drop' them, 'refuse' the request with 400, or 'dangerous'ly pass them
 # to the app where they collide with '-' names. (command line: --header-map)

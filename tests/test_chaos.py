@@ -24,20 +24,6 @@ from benchmarks.chaos.scenarios import DISTURBANCES, Settings, run_scenario
 DURATION_S = 4.0
 THREADS = 4
 
-# Scenarios that today's worker (one connection at a time per worker) fails, and why; they run
-# once the worker serves many connections at once. Measured on the 2-core machine at the time:
-# see benchmarks/chaos/RESULTS.md.
-NEEDS_MULTIPLEXED_WORKER = {
-    "stalled-clients": "200 stalled half-head connections take all 4 workers (each waits out the "
-                       "10 s header timeout, and a replaced client queues again): every client "
-                       "request in flight times out",
-}
-# Scenarios that lose requests today for a reason of their own, to switch on once fixed.
-KNOWN_LOSSES = {
-    "term": "in about half the runs 2-4 requests on connections the kernel had accepted into the "
-            "listen queue are reset as the master closes its listening sockets (the connection "
-            "landed after the workers' last accept); connections refused after that are fine",
-}
 STARTED = re.compile(r"master pid (\d+), worker pids ([\d ]+)$", re.MULTILINE)
 
 
@@ -45,10 +31,6 @@ STARTED = re.compile(r"master pid (\d+), worker pids ([\d ]+)$", re.MULTILINE)
 # "steady" (no disturbance) is left to the full suite: every scenario here includes its load.
 @pytest.mark.parametrize("name", [name for name in DISTURBANCES if name != "steady"])
 def test_no_request_is_lost(name, tmp_path):
-    if name in NEEDS_MULTIPLEXED_WORKER:
-        pytest.skip(f"needs the multiplexed worker: {NEEDS_MULTIPLEXED_WORKER[name]}")
-    if name in KNOWN_LOSSES:
-        pytest.skip(f"loses requests today: {KNOWN_LOSSES[name]}")
     progress: list[str] = []
     outcome = run_scenario(name, Settings(duration_s=DURATION_S, threads=THREADS), tmp_path, progress.append)
     report = "\n".join([*table([outcome]), *progress])

@@ -7,7 +7,8 @@ A line is written after the response has been sent (``ServeContext.after_request
 Atoms (as in gunicorn): ``h`` remote address, ``l`` '-', ``u`` user (HTTP Basic), ``t`` time,
 ``r`` request line, ``s`` status, ``m`` method, ``U`` path, ``q`` query, ``H`` protocol, ``b``/``B``
 body bytes, ``f`` referer, ``a`` user agent, ``T`` seconds, ``D`` microseconds, ``M`` milliseconds,
-``L`` seconds with decimals, ``p`` <pid>, ``{name}i`` request header, ``{name}o`` response header,
+``L`` seconds with decimals, ``p`` <pid>, ``Q`` (forkserve's) microseconds the complete request
+waited for the app, ``{name}i`` request header, ``{name}o`` response header,
 ``{name}e`` environ value. Unknown atoms print '-'. Text values are escaped: quotes and
 backslashes get a backslash, control and non-ASCII characters become ``\\xHH`` — so a client
 cannot forge a line or a field.
@@ -29,6 +30,7 @@ from forkserve.http.requestid import ENVIRON_KEY as REQUEST_ID_KEY
 from forkserve.http.response import Response
 
 JSON_FORMAT = "json"
+QUEUE_TIME_KEY = "forkserve.queue_time"  # set by forkserve.http.connection
 
 _ATOM_NAMES = re.compile(r"%\(([^)]*)\)")
 _UNSAFE = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
@@ -168,6 +170,7 @@ _ATOMS: dict[str, Atom] = {
     "M": lambda environ, response, seconds, pid: int(seconds * 1000),
     "L": lambda environ, response, seconds, pid: f"{seconds:.6f}",
     "p": lambda environ, response, seconds, pid: f"<{pid}>",
+    "Q": lambda environ, response, seconds, pid: int(environ.get(QUEUE_TIME_KEY, 0.0) * 1_000_000),
 }
 
 
@@ -219,6 +222,7 @@ class JsonFormat:
             "status": response.status_code or None,
             "bytes": response.sent,
             "duration_us": int(seconds * 1_000_000),
+            "queue_us": int(environ.get(QUEUE_TIME_KEY, 0.0) * 1_000_000),
             "user_agent": _readable(environ.get("HTTP_USER_AGENT")),
             "referer": _readable(environ.get("HTTP_REFERER")),
             "request_id": environ.get(REQUEST_ID_KEY),

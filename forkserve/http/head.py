@@ -1,4 +1,4 @@
-"""Reading one request head: limits, a deadline, h11's validation, and the checks h11 does not make.
+"""One request head from bytes (sans-I/O): limits, h11's validation, and the checks h11 does not make.
 
 The head is complete at the first CRLF CRLF. It is split into lines here, checked more strictly
 than h11 would (h11 accepts bare LF, obs-fold, CTL bytes in values, identical duplicate
@@ -13,17 +13,14 @@ requests the head arrives in one ``recv``, so each check is a C-level scan of it
 from __future__ import annotations
 
 import re
-import socket
-import time
 from dataclasses import dataclass
 
 import h11
 
-from forkserve.http.errors import ClientDisconnected, ClientTimeout, HttpError
-from forkserve.http.sockopts import timeval
+from forkserve.http.errors import HttpError
 from forkserve.settings.registry import Config
 
-RECV_SIZE = 65536
+RECV_SIZE = 65536  # bytes asked of the kernel per read
 HARD_LINE_LIMIT = 65536
 HARD_FIELD_LIMIT = 32768
 HARD_HEAD_LIMIT = 1 << 20
@@ -160,58 +157,58 @@ def _header_tokens(value: bytes) -> set[bytes]:
     return {token.strip().lower() for token in value.split(b",")}
 
 
-def read_head(
-    sock: socket.socket, leftover: bytes, limits: HeadLimits, timeouts: RecvTimeout
-) -> RequestHead | None:
-    """Read and check the next request head. None when the client closed before sending a byte."""
-    raw = leftover
-    held = b""  # empty lines (CRLFs) received before the request line, not yet ignored
-    if raw[:1] in _LINE_END_BYTES:
-        held, raw = raw, _skip_empty_lines(raw)
-    deadline = 0.0
-    checked = 0  # how much of raw the partial checks have seen
-    line_done = False  # has the request line been checked yet?
-    head_size = limits.head_size
-    while True:
-        end = raw.find(b"\r\n\r\n")
-        if end >= 0:
-            break
-        if raw:
-            line_done = _check_partial(raw, checked, line_done, limits)
-            checked = len(raw)
-            if len(raw) > head_size:
-                raise HttpError(431, f"request head larger than {head_size} bytes")
-        now = time.monotonic()
-        if not deadline:
-            deadline = now + limits.head_timeout
-            timeouts.set(limits.head_timeout)
-        elif now >= deadline:
-            raise ClientTimeout("request head not complete in time")
-        else:
-            timeouts.set(deadline - now)
-        try:
-            data = sock.recv(RECV_SIZE)
-        except (BlockingIOError, TimeoutError):
-            if not raw:
-                return None  # an idle connection that never spoke: just close it
-            raise ClientTimeout("request head not complete in time") from None
-        except OSError as error:
-            raise ClientDisconnected(str(error)) from None
-        if not data:
-            if raw:
-                raise ClientDisconnected("connection closed in the middle of the request head")
-            return None
-        if not raw and (held or data[:1] in _LINE_END_BYTES):
-            held += data
-            data = _skip_empty_lines(held)
-            if not data:
-                continue  # only empty lines so far: not a request yet
-        raw += data
+class HeadReader:
+    """The next request head of one connection, from bytes as they arrive (sans-I/O).
 
-    end += 4
-    if end > head_size:
-        raise HttpError(431, f"request head larger than {head_size} bytes")
-    return _describe(parse_head(raw[:end], limits), raw[end:])
+    ``feed`` the bytes received (the leftover of the previous request first); it returns the
+    checked head once its CRLF CRLF has arrived, None while more is needed, and raises HttpError
+    as soon as what has arrived can never become a valid head (so a trickled bad request is
+    refused at once, not at the header deadline). Deadlines are the caller's: this only parses.
+    """
+
+    __slots__ = ("checked", "held", "limits", "line_done", "raw")
+
+    def __init__(self, limits: HeadLimits) -> None:
+        self.limits = limits
+        self.raw = b""  # the head so far, from its request line on
+        self.held = b""  # empty lines (CRLFs) received before the request line, not yet ignored
+        self.checked = 0  # how much of raw the partial checks have seen
+        self.line_done = False  # has the request line been checked yet?
+
+    @property
+    def started(self) -> bool:
+        """Has any byte of a request (not only empty lines) arrived?"""
+        return bool(self.raw)
+
+    def feed(self, data: bytes) -> RequestHead | None:
+        """Add received bytes; the head once complete (its ``leftover``: the bytes after it)."""
+        raw = self.raw
+        if not raw:
+            if self.held or data[:1] in _LINE_END_BYTES:
+                self.held += data
+                data = _skip_empty_lines(self.held)
+                if not data:
+                    return None  # only empty lines so far: not a request yet
+                self.held = b""
+            raw = data
+        else:
+            raw += data
+        limits = self.limits
+        end = raw.find(b"\r\n\r\n")
+        if end < 0:
+            self.raw = raw
+            self.line_done = _check_partial(raw, self.checked, self.line_done, limits)
+            self.checked = len(raw)
+            if len(raw) > limits.head_size:
+                raise HttpError(431, f"request head larger than {limits.head_size} bytes")
+            return None
+        end += 4
+        if end > limits.head_size:
+            raise HttpError(431, f"request head larger than {limits.head_size} bytes")
+        self.raw = b""
+        self.checked = 0
+        self.line_done = False
+        return _describe(parse_head(raw[:end], limits), raw[end:])
 
 
 def _skip_empty_lines(raw: bytes) -> bytes:
@@ -309,18 +306,3 @@ def _absolute_form_authority(target: bytes, host: bytes, method: bytes) -> bytes
     if not authority or b"@" in authority:
         raise HttpError(400, "invalid authority in request target")
     return authority
-
-
-class RecvTimeout:
-    """The socket's SO_RCVTIMEO, changed only when the wanted value differs (a syscall each)."""
-
-    __slots__ = ("current", "sock")
-
-    def __init__(self, sock: socket.socket, current: float) -> None:
-        self.sock = sock
-        self.current = current
-
-    def set(self, seconds: float) -> None:
-        if abs(seconds - self.current) > 0.05:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(max(seconds, 0.001)))
-            self.current = seconds

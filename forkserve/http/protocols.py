@@ -15,14 +15,17 @@ from typing import Protocol
 class Slot(Protocol):
     """The worker's scoreboard slot, as the requests it serves report to it."""
 
+    def begin(self, started: float, request_line: bytes) -> None:
+        """A request starts (counted against the recycling budget): in the app from ``started``."""
+
     def busy(self, started: float, request_line: bytes) -> None:
-        """A request is in the app from ``started`` on."""
+        """Back in the app after a client wait, the start moved forward by the wait."""
 
     def client_wait(self) -> None:
         """Within the request, waiting on the client (not time in the app) until busy() again."""
 
-    def idle(self, now: float, started: float, status: int, sent: int) -> None:
-        """The request ended: count it and show the slot idle."""
+    def idle(self, now: float, started: float, status: int, sent: int, queue_time: float = 0.0) -> None:
+        """The request ended: count it (and how long it waited for the app) and show the slot idle."""
 
 
 class ListenerFacts(Protocol):

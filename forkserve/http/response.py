@@ -5,20 +5,21 @@ which costs several times more per response. Framing follows the app's Content-L
 gives one; a body that is a one-element list gets a Content-Length computed here (so it can stay
 on a keep-alive connection); anything else is chunked on HTTP/1.1 and close-delimited on 1.0.
 The head and a small body leave in one ``send``.
+
+Bytes go to a :class:`Sink`, not to a socket: the worker's connection, which sends what the client
+takes at once and keeps the rest (up to a cap) for its loop to flush while the app runs the next
+request — so a slow reader of a large response does not hold the worker.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import socket
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from forkserve.http.dates import date_line
 from forkserve.http.errors import ClientDisconnected
-from forkserve.http.waiting import ClientWaits
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _STATUS = re.compile(r"[1-9][0-9][0-9] [^\r\n]*\Z")
@@ -28,6 +29,17 @@ HOP_BY_HOP = frozenset(
 COALESCE_LIMIT = 65536
 SERVER_LINE = "Server: forkserve\r\n"
 
+
+class Sink(Protocol):
+    """Where a response's bytes go, in order. Both calls raise ClientDisconnected (or
+    ClientTooSlow) when the client is gone or does not read in time."""
+
+    def send(self, data: bytes) -> None:
+        """Queue ``data`` for the client (sent now as far as the client takes it)."""
+
+    def sendfile(self, fd: int, offset: int, length: int) -> None:
+        """Queue ``length`` bytes of the regular file ``fd`` from ``offset`` (the sink keeps its
+        own handle: the caller may close ``fd`` once this returns)."""
 
 
 class AppError(Exception):
@@ -109,24 +121,21 @@ class Response:
         "keep_alive",
         "overflow",
         "sent",
-        "sock",
+        "sink",
         "status",
         "status_code",
         "use_sendfile",
-        "waits",
     )
 
     def __init__(
         self,
-        sock: socket.socket,
+        sink: Sink,
         is_head: bool,
         http11: bool,
         decide_keep_alive: Callable[[], bool],
         use_sendfile: bool = True,
-        waits: ClientWaits | None = None,
     ) -> None:
-        self.sock = sock
-        self.waits = waits
+        self.sink = sink
         self.use_sendfile = use_sendfile
         self.is_head = is_head
         self.http11 = http11
@@ -307,7 +316,7 @@ class Response:
             )
 
     def _sendfile(self, fd: int, offset: int, length: int) -> None:
-        """Send a regular file with os.sendfile: no copies through Python."""
+        """Send a regular file with os.sendfile (by the sink): no copies through Python."""
         self._send_head(b"", length)
         if self.framing == NO_BODY:
             return self._end()
@@ -315,46 +324,14 @@ class Response:
             length = min(length, self.content_length - self.sent)  # type: ignore[operator]
         elif self.framing == CHUNKED:
             self._sendall(b"%x\r\n" % length)
-        sock_fd = self.sock.fileno()
-        end = offset + length
-        while offset < end:
-            try:
-                sent = self._wait_for_client(os.sendfile, sock_fd, fd, offset, end - offset)
-            except (BlockingIOError, TimeoutError):
-                raise ClientTooSlow("client did not read the response in time") from None
-            except (BrokenPipeError, ConnectionResetError) as error:
-                raise ClientDisconnected(str(error)) from None
-            if sent == 0:
-                break  # the file shrank under us
-            offset += sent
-            self.sent += sent
-            self.bytes_out += sent
+        if length:
+            self.sink.sendfile(fd, offset, length)
+            self.sent += length
+            self.bytes_out += length
         if self.framing == CHUNKED:
             self._sendall(b"\r\n")
         return self._end()
 
     def _sendall(self, data: bytes) -> None:
-        """Send it all. The first try does not block (the usual case: it fits in the socket
-        buffer); only when the client is behind does the worker wait, marked as a client wait."""
-        try:
-            try:
-                sent = self.sock.send(data, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            if sent < len(data):
-                self._wait_for_client(self.sock.sendall, memoryview(data)[sent:])
-        except (BlockingIOError, TimeoutError):
-            raise ClientTooSlow("client did not read the response in time") from None
-        except OSError as error:
-            raise ClientDisconnected(str(error)) from None
+        self.sink.send(data)
         self.bytes_out += len(data)
-
-    def _wait_for_client(self, call: Callable[..., Any], *args: Any) -> Any:
-        waits = self.waits
-        if waits is None:
-            return call(*args)
-        waits.begin()
-        try:
-            return call(*args)
-        finally:
-            waits.end()

@@ -48,7 +48,7 @@ from forkserve.process.loader import AppLoadError, prepare_import_path
 from forkserve.process.logs import error_log
 from forkserve.process.proctitle import set_title
 from forkserve.process.scoreboard import Scoreboard
-from forkserve.process.sockets import BindError, Listener, create_listeners, describe
+from forkserve.process.sockets import BindError, Listener, create_listeners, describe, stop_new_connections
 from forkserve.settings.registry import Config
 from forkserve.stats.metrics import Telemetry
 
@@ -420,10 +420,21 @@ class Arbiter:
         self.lifecycle.stopping()  # sd_notify STOPPING=1
         graceful = self.stopping == "graceful"
         grace = self.config.graceful_timeout if graceful else FAST_SHUTDOWN_GRACE
-        self.fleet.stop_all(signal.SIGTERM if graceful else signal.SIGQUIT, drain=graceful)
+        # During a USR2 upgrade the other master serves the same sockets: leave the queue and
+        # new connections to it. Otherwise nothing new enters the queue from now on, and the
+        # workers serve exactly what it holds.
+        drain = graceful and not self.upgrade.in_progress
+        if drain:
+            for listener in self.listeners:
+                try:
+                    stop_new_connections(listener)
+                except OSError as error:
+                    error_log.warning("cannot stop new connections on %s: %s", describe(listener), error)
+            error_log.info("no new connections from now on; the workers serve those already queued")
+        self.fleet.stop_all(signal.SIGTERM if graceful else signal.SIGQUIT, drain=drain)
         for listener in self.listeners:
             # Our copies go now: once the workers have served the queue and closed theirs,
-            # new connections are refused (retryable) instead of queued and reset.
+            # the socket is gone and late connections are refused (retryable).
             listener.sock.close()
         deadline = time.monotonic() + grace
         while self.fleet.workers and time.monotonic() < deadline:

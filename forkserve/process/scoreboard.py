@@ -20,7 +20,10 @@ Slot layout (little-endian, offsets in bytes)::
                                     (not cumulative; the last is +Inf)
     296 duration_sum   float64   seconds spent on requests, summed
     304 bytes_out      uint64    bytes written to clients (heads included)
-    312 ...            free
+    312 queue_buckets  14 x uint64  time ready requests waited for the app, like buckets
+    424 queue_sum      float64   seconds ready requests waited for the app, summed
+    432 connections    4 x uint32   connections held: reading, idle, in the app, flushing
+    448 ...            free
     504 drain          uint8     set by the master before a shutdown TERM: serve the backlog first
 
 When a request ends the worker adds to its counters in place — four aligned 8-byte stores through
@@ -78,8 +81,14 @@ _N_BUCKETS = len(DURATION_BUCKETS) + 1  # + the +Inf bucket
 _SUM_INDEX = _N_CLASSES + _N_BUCKETS
 _BYTES_INDEX = _SUM_INDEX + 1
 COUNTERS_OFFSET = 136
-_COUNTERS = struct.Struct(f"<{_N_CLASSES}Q{_N_BUCKETS}QdQ")
-assert COUNTERS_OFFSET % 8 == 0 and COUNTERS_OFFSET + _COUNTERS.size <= SLOT_SIZE
+_QUEUE_INDEX = _BYTES_INDEX + 1
+_QUEUE_SUM_INDEX = _QUEUE_INDEX + _N_BUCKETS
+_COUNTERS = struct.Struct(f"<{_N_CLASSES}Q{_N_BUCKETS}QdQ{_N_BUCKETS}Qd")
+CONNECTIONS_OFFSET = 432
+_CONNECTIONS = struct.Struct("<4I")  # reading, idle, in the app, flushing
+CONNECTION_STATES = ("reading", "idle", "app", "flushing")
+assert COUNTERS_OFFSET % 8 == 0 and COUNTERS_OFFSET + _COUNTERS.size <= CONNECTIONS_OFFSET
+assert CONNECTIONS_OFFSET + _CONNECTIONS.size <= DRAIN_OFFSET
 
 
 @dataclass
@@ -91,6 +100,8 @@ class Counters:
     buckets: list[int] = field(default_factory=lambda: [0] * _N_BUCKETS)
     duration_sum: float = 0.0
     bytes_out: int = 0
+    queue_buckets: list[int] = field(default_factory=lambda: [0] * _N_BUCKETS)
+    queue_sum: float = 0.0
 
     def add(self, other: Counters) -> None:
         """Fold another set of counters into this one."""
@@ -99,6 +110,9 @@ class Counters:
         self.buckets = [mine + theirs for mine, theirs in zip(self.buckets, other.buckets, strict=True)]
         self.duration_sum += other.duration_sum
         self.bytes_out += other.bytes_out
+        self.queue_buckets = [mine + theirs for mine, theirs in
+                              zip(self.queue_buckets, other.queue_buckets, strict=True)]
+        self.queue_sum += other.queue_sum
 
     @property
     def by_status_class(self) -> dict[str, int]:
@@ -122,6 +136,7 @@ class SlotView:
     requests: int
     request_line: str
     booted_at: float
+    connections: tuple[int, int, int, int] = (0, 0, 0, 0)  # by CONNECTION_STATES
 
 
 class Scoreboard:
@@ -175,6 +190,8 @@ class Scoreboard:
             list(values[_N_CLASSES:_SUM_INDEX]),
             values[_SUM_INDEX],
             values[_BYTES_INDEX],
+            list(values[_QUEUE_INDEX:_QUEUE_SUM_INDEX]),
+            values[_QUEUE_SUM_INDEX],
         )
 
     def totals(self) -> Counters:
@@ -192,8 +209,10 @@ class Scoreboard:
         pid, state, start, heartbeat, requests = _HEAD.unpack_from(self.memory, offset)
         line = _LINE.unpack_from(self.memory, offset + LINE_OFFSET)[0].rstrip(b"\0")
         booted = _BOOTED.unpack_from(self.memory, offset + BOOTED_OFFSET)[0]
+        connections = _CONNECTIONS.unpack_from(self.memory, offset + CONNECTIONS_OFFSET)
         return SlotView(
-            index, pid, State(state), start, heartbeat, requests, line.decode("latin-1"), booted
+            index, pid, State(state), start, heartbeat, requests, line.decode("latin-1"), booted,
+            connections,
         )
 
     def slots(self) -> list[SlotView]:
@@ -234,8 +253,9 @@ class SlotWriter:
         """Blocked on the client within a request (not time in the app); busy() ends it."""
         _STATE.pack_into(self.memory, self.offset + 4, State.CLIENT)
 
-    def idle(self, now: float, started: float, status: int, sent: int) -> None:
-        """A request ended: count it (status class, duration, bytes) and show the slot idle."""
+    def idle(self, now: float, started: float, status: int, sent: int, queue_time: float = 0.0) -> None:
+        """A request ended: count it (status class, duration, bytes, the time it waited for the
+        app) and show the slot idle."""
         self.requests += 1
         counters = self.counters
         base = self.counters_base
@@ -244,10 +264,16 @@ class SlotWriter:
         counters[base + _N_CLASSES + bisect_left(DURATION_BUCKETS, duration)] += 1
         self.sums[base + _SUM_INDEX] += duration
         counters[base + _BYTES_INDEX] += sent
+        counters[base + _QUEUE_INDEX + bisect_left(DURATION_BUCKETS, queue_time)] += 1
+        self.sums[base + _QUEUE_SUM_INDEX] += queue_time
         _IDLE.pack_into(self.memory, self.offset + 4, State.IDLE, 0.0, now, self.requests)
 
     def ready(self, now: float) -> None:
         _IDLE.pack_into(self.memory, self.offset + 4, State.IDLE, 0.0, now, self.requests)
+
+    def connections(self, reading: int, idle: int, in_app: int, flushing: int) -> None:
+        """How many connections the worker holds, by state (written by its loop)."""
+        _CONNECTIONS.pack_into(self.memory, self.offset + CONNECTIONS_OFFSET, reading, idle, in_app, flushing)
 
     def heartbeat(self, now: float) -> None:
         _HEARTBEAT.pack_into(self.memory, self.offset + 16, now)

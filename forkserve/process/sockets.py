@@ -83,11 +83,17 @@ def parse_bind(spec: str) -> tuple[str, str | int, int]:
     return "tcp", host or "0.0.0.0", int(port_text)
 
 
+SO_TIMESTAMPNS = 35  # Linux; not in Python's socket module
+
+
 def _tune_listener(sock: socket.socket, header_timeout: float, io_timeout: float) -> None:
     """Options every accepted connection inherits, set once here instead of per connection."""
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+        # The kernel stamps each segment's arrival: a request's queue time counts from when
+        # its bytes came in, even when the worker was in the app then.
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(header_timeout))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(io_timeout))
     sock.setblocking(False)
@@ -267,3 +273,43 @@ def describe(listener: Listener) -> str:
         return f"unix:{listener.unix_path}"
     host = listener.server_name
     return f"http://[{host}]:{listener.server_port}" if ":" in host else f"http://{host}:{listener.server_port}"
+
+
+# A classic BPF socket filter for TCP listeners: drop a segment with SYN set and ACK clear (a new
+# connection's first packet), keep everything else. Socket filters on TCP see the TCP header at
+# offset 0; byte 13 holds the flags.
+_DROP_NEW_CONNECTIONS = (
+    (0x30, 0, 0, 13),  # ldb [13]             A = TCP flags
+    (0x54, 0, 0, 0x12),  # and #0x12          A &= SYN | ACK
+    (0x15, 0, 1, 0x02),  # jeq #0x02, 0, 1    SYN alone?
+    (0x06, 0, 0, 0),  # ret #0                drop it
+    (0x06, 0, 0, 0xFFFFFFFF),  # ret #-1      keep anything else
+)
+SO_ATTACH_FILTER = 26
+
+
+def stop_new_connections(listener: Listener) -> None:
+    """Let no new connection into the listen queue, keeping those already there.
+
+    For the shutdown drain: the workers serve exactly what the kernel accepted before TERM. On a
+    TCP socket a filter drops new SYNs (the client retries, and is refused once the socket
+    closes, or goes elsewhere); handshakes already under way complete, as their ACKs pass. A unix
+    socket's queue is shrunk to its minimum instead, so at most one more connection can enter it.
+    """
+    import ctypes
+
+    sock = listener.sock
+    if listener.is_unix:
+        sock.listen(0)
+        return
+
+    class Instruction(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
+                    ("k", ctypes.c_uint32)]
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(Instruction))]
+
+    instructions = (Instruction * len(_DROP_NEW_CONNECTIONS))(*_DROP_NEW_CONNECTIONS)
+    program = Program(len(_DROP_NEW_CONNECTIONS), instructions)
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(program))  # type: ignore[call-overload]

@@ -141,8 +141,12 @@ def _settings() -> list[Setting]:
           "in the listen backlog) on TERM, reload or recycling before SIGKILL.",
           ("--graceful-timeout",), "SECONDS"),
         s("keepalive", "Workers", 2.0, v.number(0),
-          "Seconds an idle keep-alive connection is held while no other connection waits. 0 closes "
-          "after every response.", ("--keep-alive",), "SECONDS"),
+          "Seconds an idle keep-alive connection is held (it costs the worker a selector entry, "
+          "not its time). 0 closes after every response.", ("--keep-alive",), "SECONDS"),
+        s("worker_connections", "Workers", 1000, v.integer(1),
+          "Most connections one worker holds at once (reading a request, idle, waiting for the app, "
+          "flushing a response); at the limit it stops accepting and the listen queue keeps new "
+          "arrivals for its siblings.", ("--worker-connections",), "INT"),
         s("max_requests", "Workers", 0, v.integer(0),
           "A worker serves at most this many requests (plus jitter), a hard limit: it asks for "
           "a replacement a tenth of the budget (at least 10 requests) ahead, and is stopped once "
@@ -187,6 +191,17 @@ def _settings() -> list[Setting]:
         s("body_timeout", "HTTP", 30.0, v.number(0.001),
           "Seconds a client may stall while sending the body or reading the response (408 / close).",
           ("--body-timeout",), "SECONDS"),
+        s("request_buffering", "HTTP", True, v.boolean,
+          "Read each request body completely before calling the app (in memory up to "
+          "request_buffer_size, then in a temporary file in worker_tmp_dir), as nginx does, so a "
+          "slow upload never holds the worker; --no-request-buffering lets the app read the body "
+          "from the socket as it arrives.", ("--request-buffering",), kind="flag"),
+        s("request_buffer_size", "HTTP", 65536, v.integer(0),
+          "Bytes of a buffered request body kept in memory; a larger body goes to a temporary file.",
+          ("--request-buffer-size",), "BYTES"),
+        s("worker_tmp_dir", "HTTP", None, v.optional_string,
+          "Directory for buffered request bodies larger than request_buffer_size. Default: the "
+          "system's temporary directory.", ("--worker-tmp-dir",), "DIR"),
         s("header_map", "HTTP", "drop", v.choice("drop", "refuse", "dangerous"),
           "Header names containing '_': 'drop' them, 'refuse' the request with 400, or 'dangerous'ly "
           "pass them to the app where they collide with '-' names.", ("--header-map",), "POLICY"),

@@ -12,6 +12,7 @@ is why this lives here and not in :mod:`forkserve.cli`: the master never imports
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -141,6 +142,8 @@ def _check_consistency(config: Config) -> None:
             raise UsageError(f"setting 'raw_env' expects NAME=VALUE items, got '{item}'")
     if not config.bind:
         raise UsageError("setting 'bind' needs at least one address")
+    if config.worker_tmp_dir is not None and not os.path.isdir(config.worker_tmp_dir):
+        raise UsageError(f"setting 'worker_tmp_dir': '{config.worker_tmp_dir}' is not a directory")
 
 
 def print_config(config: Config, stream: Any = None) -> None:

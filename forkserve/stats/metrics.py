@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from forkserve import __version__
-from forkserve.process.scoreboard import DURATION_BUCKETS, Counters, Scoreboard, SlotView, State
+from forkserve.process.scoreboard import (
+    CONNECTION_STATES,
+    DURATION_BUCKETS,
+    Counters,
+    Scoreboard,
+    SlotView,
+    State,
+)
 from forkserve.process.sockets import Listener, describe
 from forkserve.stats.backlog import QueueDepth, queue_depth
 
@@ -118,6 +125,7 @@ class WorkerStats:
     age: float
     heartbeat_age: float
     last_restart_reason: str | None
+    connections: dict[str, int] = field(default_factory=dict)  # held by its loop, by state
 
 
 @dataclass(frozen=True)
@@ -143,6 +151,7 @@ class Snapshot:
     loop_age: float
     fully_booted: bool
     states: dict[str, int] = field(default_factory=dict)
+    connections: dict[str, int] = field(default_factory=dict)
 
     @property
     def booted(self) -> int:
@@ -191,6 +200,7 @@ def _worker_stats(view: SlotView, now: float, telemetry: Telemetry) -> WorkerSta
         age=max(0.0, now - view.booted_at) if view.booted_at else 0.0,
         heartbeat_age=max(0.0, now - view.heartbeat) if view.heartbeat else 0.0,
         last_restart_reason=telemetry.last_restart_by_slot.get(view.index),
+        connections=dict(zip(CONNECTION_STATES, view.connections, strict=True)),
     )
 
 
@@ -204,6 +214,10 @@ def snapshot(master: Master) -> Snapshot:
     states = {state.name.lower(): 0 for state in _SHOWN_STATES}
     for worker in workers:
         states[worker.state] = states.get(worker.state, 0) + 1
+    connections = dict.fromkeys(CONNECTION_STATES, 0)
+    for worker in workers:
+        for state, count in worker.connections.items():
+            connections[state] += count
     if states["idle"] + states["busy"] >= master.target_workers:
         telemetry.fully_booted = True
     return Snapshot(
@@ -220,6 +234,7 @@ def snapshot(master: Master) -> Snapshot:
         loop_age=time.monotonic() - telemetry.last_tick,
         fully_booted=telemetry.fully_booted,
         states=states,
+        connections=connections,
     )
 
 
@@ -241,6 +256,7 @@ def stats_json(snap: Snapshot) -> dict[str, Any]:
         "stopping": snap.stopping,
         "target_workers": snap.target_workers,
         "workers_by_state": snap.states,
+        "connections_by_state": snap.connections,
         "workers": [
             {
                 "slot": worker.slot,
@@ -253,6 +269,7 @@ def stats_json(snap: Snapshot) -> dict[str, Any]:
                 "age": round(worker.age, 3),
                 "heartbeat_age": round(worker.heartbeat_age, 3),
                 "last_restart_reason": worker.last_restart_reason,
+                "connections": worker.connections,
             }
             for worker in snap.workers
         ],
@@ -261,6 +278,7 @@ def stats_json(snap: Snapshot) -> dict[str, Any]:
             "by_status_class": totals.by_status_class,
             "bytes_out": totals.bytes_out,
             "duration_seconds_sum": round(totals.duration_sum, 6),
+            "queue_seconds_sum": round(totals.queue_sum, 6),
         },
         "restarts": snap.restarts,
         "listeners": [
@@ -320,6 +338,16 @@ class _Families:
         return "\n".join(self.lines) + "\n"
 
 
+def _histogram(counts: list[int], total: float) -> list[tuple[str, dict[str, str], float]]:
+    """Cumulative buckets, sum and count of a histogram kept as per-bucket counts."""
+    cumulative = 0
+    samples: list[tuple[str, dict[str, str], float]] = []
+    for bound, count in zip([*DURATION_BUCKETS, float("inf")], counts, strict=True):
+        cumulative += count
+        samples.append(("_bucket", {"le": _number(bound)}, cumulative))
+    return [*samples, ("_sum", {}, float(total)), ("_count", {}, cumulative)]
+
+
 def render_prometheus(snap: Snapshot) -> str:
     """The /metrics document."""
     totals = snap.totals
@@ -327,14 +355,16 @@ def render_prometheus(snap: Snapshot) -> str:
     out.family("forkserve_requests_total", "counter",
                "Requests served, by status class of the response ('other': none was sent).",
                [("", {"status_class": name}, count) for name, count in totals.by_status_class.items()])
-    cumulative = 0
-    buckets: list[tuple[str, dict[str, str], float]] = []
-    for bound, count in zip([*DURATION_BUCKETS, float("inf")], totals.buckets, strict=True):
-        cumulative += count
-        buckets.append(("_bucket", {"le": _number(bound)}, cumulative))
     out.family("forkserve_request_duration_seconds", "histogram",
-               "Time from reading a request's head to the end of its response.",
-               [*buckets, ("_sum", {}, float(totals.duration_sum)), ("_count", {}, cumulative)])
+               "Time from a request's complete head to the end of its response.",
+               _histogram(totals.buckets, totals.duration_sum))
+    out.family("forkserve_request_queue_seconds", "histogram",
+               "Time a complete request (head and buffered body) waited for the app.",
+               _histogram(totals.queue_buckets, totals.queue_sum))
+    out.family("forkserve_connections", "gauge",
+               "Connections held by the workers, by state (reading a request, idle between "
+               "keep-alive requests, in or waiting for the app, flushing a response).",
+               [("", {"state": state}, count) for state, count in snap.connections.items()])
     out.family("forkserve_response_bytes_total", "counter",
                "Bytes written to clients in responses, heads included.", [("", {}, totals.bytes_out)])
     out.family("forkserve_workers", "gauge", "Worker processes by state.",

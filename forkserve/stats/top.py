@@ -108,8 +108,14 @@ def human_seconds(value: float | None) -> str:
 
 
 WORKER_HEADER = (
-    f"{'PID':>8} {'STATE':<9}{'REQS':>9} {'RSS':>8} {'AGE':>8} {'REPLACED':<13}{'REQ AGE':>8}  CURRENT REQUEST"
+    f"{'PID':>8} {'STATE':<9}{'REQS':>9} {'RSS':>8} {'AGE':>8} {'REPLACED':<13}{'CONN r/i/a/f':>15}"
+    f"{'REQ AGE':>8}  CURRENT REQUEST"
 )
+
+
+def _connections(counts: dict[str, int]) -> str:
+    """A worker's connections as reading/idle/app/flushing."""
+    return "/".join(str(counts.get(name, 0)) for name in ("reading", "idle", "app", "flushing"))
 
 
 def render_frame(stats: dict[str, Any] | None, address: str, problem: str | None = None) -> list[str]:
@@ -130,6 +136,7 @@ def render_frame(stats: dict[str, Any] | None, address: str, problem: str | None
         + f"  sent {human_bytes(totals.get('bytes_out'))}",
         "restarts " + ("  ".join(f"{reason} {count}" for reason, count in stats.get("restarts", {}).items()
                                  if count) or "none"),
+        "connections " + "  ".join(f"{name} {count}" for name, count in stats.get("connections_by_state", {}).items()),
     ]
     for listener in stats.get("listeners", []):
         depth, limit = listener.get("queue_depth"), listener.get("queue_limit")
@@ -142,6 +149,7 @@ def render_frame(stats: dict[str, Any] | None, address: str, problem: str | None
             f"{worker.get('pid'):>8} {worker.get('state', '?'):<9}{worker.get('requests', 0):>9} "
             f"{human_bytes(worker.get('rss_bytes')):>8} {human_seconds(worker.get('age')):>8} "
             f"{worker.get('last_restart_reason') or '-':<13}"
+            f"{_connections(worker.get('connections', {})):>15}"
             f"{human_seconds(worker.get('request_age')) if current else '':>8}  {current}"
         )
     lines += ["", "q quits; refresh every second"]

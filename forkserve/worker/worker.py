@@ -1,17 +1,19 @@
-"""The sync worker: accept on the shared sockets, serve one connection at a time, report, obey.
+"""The worker process: load the app, run the I/O front (forkserve.worker.front), report, obey.
 
 A worker runs in a forked child of the master. It loads the app (unless the master preloaded
-it), then loops: wait on the listening sockets (epoll with EPOLLEXCLUSIVE, so one new connection
-wakes one worker, not all), accept, serve the connection to its end, and write its state to its
-scoreboard slot.
+it), then hands over to its loop: one epoll over the shared listening sockets (EPOLLEXCLUSIVE,
+so one new connection wakes one waiting worker, not all) and every connection it holds, with
+the app called for one complete request at a time. Its scoreboard slot shows the request in the
+app, the heartbeat, and how many connections it holds in each state.
 
-Signals: TERM finishes the current request and exits (serving the listen backlog first when the
-master marked the stop as the server's shutdown); INT and QUIT abandon the request and exit at
-once; USR1 reopens the log files; :data:`~forkserve.process.stackdump.TIMEOUT_SIGNAL` (from the master's
-timeout) dumps every thread's stack to the error log, runs ``worker_abort`` and ends the request
-with a 500. A signal sent before the worker's handlers exist waits for them (the master forks
-with these signals blocked), and the abort a handler raises is raised once at most and never into
-the worker's exit path (see ``Worker._abort_once``).
+Signals: TERM stops taking requests and finishes those in hand (serving what is queued on the
+listening sockets first when the master marked the stop as the server's shutdown); INT and QUIT
+abandon the request and exit at once; USR1 reopens the log files;
+:data:`~forkserve.process.stackdump.TIMEOUT_SIGNAL` (from the master's timeout) dumps every thread's
+stack to the error log, runs ``worker_abort`` and ends the request with a 500. A signal sent
+before the worker's handlers exist waits for them (the master forks with these signals
+blocked), and the abort a handler raises is raised once at most and never into the worker's exit
+path (see ``Worker._abort_once``).
 
 Recycling: ahead of its request budget (``max_requests`` + its own jitter; see
 :func:`~forkserve.worker.recycling.request_notice`) a worker asks the master for a replacement over the
@@ -25,10 +27,8 @@ master forks the replacement now).
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import select
 import signal
 import socket
 import sys
@@ -39,13 +39,13 @@ from contextlib import contextmanager, suppress
 from typing import Any, NoReturn
 
 from forkserve.http.accesslog import after_request_hook
-from forkserve.http.connection import Connection, ServeContext
+from forkserve.http.connection import RequestRunner
 from forkserve.http.environ import EnvironBuilder, ErrorStream
 from forkserve.http.head import HeadLimits
 from forkserve.http.proxy import ProxyTrust
 from forkserve.http.requestid import before_request_hook
 from forkserve.http.response import Response
-from forkserve.process import logs, privileges, stackdump, wakeup
+from forkserve.process import logs, privileges, stackdump
 from forkserve.process.exits import EXIT_BOOT_FAILED, EXIT_FAILURE, EXIT_OK
 from forkserve.process.hooks import HookRequest, PassesThroughHooks, call_hook
 from forkserve.process.loader import AppLoadError, load_app
@@ -55,10 +55,10 @@ from forkserve.process.scoreboard import Scoreboard
 from forkserve.process.sockets import Listener
 from forkserve.settings.registry import Config
 from forkserve.worker import monitor, reloader
+from forkserve.worker.front import Front, FrontSettings
 from forkserve.worker.recycling import MB, NO_LIMIT, RssProbe, request_limit, request_notice
 
-IDLE_TICK = 1.0
-DRAIN_MARGIN = 1.0  # stop draining this long before the master's graceful_timeout SIGKILL
+OUTPUT_CAP = 4 * 1024 * 1024  # response bytes a connection may keep for the loop to flush
 IGNORED_SIGNALS = ("SIGHUP", "SIGUSR2", "SIGWINCH", "SIGTTIN", "SIGTTOU")
 # Signals a worker acts on: blocked from fork until its handlers are in place (signals_held).
 HELD_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1,
@@ -189,14 +189,12 @@ class Worker:
         self.request_notice = request_notice(self.request_limit)
         if self.memory_limit:
             self.rss = RssProbe()
-        context = self._serve_context()
+        front = self._front()
         self.slot.ready(time.time())
         self._tell_master({"event": "ready"})
         monitor.start(self)  # process title from the scoreboard, --reload watch
         error_log.debug("worker %d ready", self.pid)
-        self._loop(context)
-        if self.slot.drain_requested():
-            self._drain(context)
+        front.serve()
         for listener in self.listeners:
             listener.close(remove_path=False)  # the socket file is the master's to remove
         self.slot.stopping()
@@ -270,7 +268,8 @@ class Worker:
 
     # -- serving -----------------------------------------------------------------------------
 
-    def _serve_context(self) -> ServeContext:
+    def _front(self) -> Front:
+        """The loop, and the runner it hands ready requests to, built once per worker."""
         config = self.config
         proxy = ProxyTrust(config.forwarded_allow_ips, config.secure_scheme_headers)
         errors = ErrorStream()
@@ -279,19 +278,12 @@ class Worker:
             for listener in self.listeners
         }
         wants_after = config.hook("post_request") is not None or self.memory_limit > 0
-        return ServeContext(
+        runner = RequestRunner(
             app=self.app,  # type: ignore[arg-type]
-            limits=HeadLimits.from_config(config),
-            body_limit=config.limit_request_body,
-            body_timeout=config.body_timeout,
-            header_timeout=config.header_timeout,
-            keepalive=config.keepalive,
             slot=self.slot,
-            builders=builders,
-            listener_fds=[listener.fileno() for listener in self.listeners],
-            wakeup_fd=self.wakeup_read,
-            should_stop=self.should_stop,
+            keepalive=config.keepalive > 0,
             use_sendfile=config.sendfile,
+            should_stop=self.should_stop,
             # Each callback is installed only when something needs it: an unconfigured request pays
             # nothing. The request id comes first, so pre_request hooks can see it.
             before_request=before_request_hook(
@@ -303,6 +295,38 @@ class Worker:
                 then=self._after_request if wants_after else None,
             ),
         )
+        settings = FrontSettings(
+            limits=HeadLimits.from_config(config),
+            header_timeout=config.header_timeout,
+            body_timeout=config.body_timeout,
+            keepalive=config.keepalive,
+            worker_connections=config.worker_connections,
+            request_buffering=config.request_buffering,
+            buffer_memory=config.request_buffer_size,
+            tmp_dir=config.worker_tmp_dir,
+            body_limit=config.limit_request_body,
+            output_cap=OUTPUT_CAP,
+        )
+        listeners = {listener.fileno(): listener.sock for listener in self.listeners}
+        return Front(settings, listeners, builders, runner, self, self.wakeup_read, config.graceful_timeout)
+
+    # -- what the loop asks of the worker (forkserve.front.Control) ----------------------------
+
+    def drain_requested(self) -> bool:
+        return self.slot.drain_requested()
+
+    def tick(self) -> bool:
+        """Twice a second from the loop: heartbeat, log reopening, an orphaned worker's exit."""
+        self.slot.heartbeat(time.time())
+        if self.reopen_requested:
+            self._reopen_logs()
+        if os.getppid() != self.ppid:
+            error_log.warning("worker %d: master went away; exiting", self.pid)
+            return False
+        return True
+
+    def report_connections(self, reading: int, idle: int, in_app: int, flushing: int) -> None:
+        self.slot.connections(reading, idle, in_app, flushing)
 
     def should_stop(self) -> bool:
         """True when the connection in hand must be the last (stop asked, or a recycling limit
@@ -367,68 +391,6 @@ class Worker:
         )
         self._tell_master({"event": "retire", "reason": f"max_worker_memory ({rss / MB:.1f} MB)",
                            "exiting": True})
-
-    def _loop(self, context: ServeContext) -> None:
-        poller = select.epoll()
-        sockets = {listener.fileno(): listener.sock for listener in self.listeners}
-        for fd in sockets:
-            poller.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
-        poller.register(self.wakeup_read, select.EPOLLIN)
-        while not self.should_stop():
-            events = poller.poll(min(IDLE_TICK, max(0.0, self.end_of_life - time.monotonic())))
-            self.slot.heartbeat(time.time())
-            for fd, _ in events:
-                if fd == self.wakeup_read:
-                    wakeup.drain(self.wakeup_read)
-                elif not self.stopping:
-                    self._accept_all(sockets[fd], fd, context)
-            if self.reopen_requested:
-                self._reopen_logs()
-            if os.getppid() != self.ppid:
-                error_log.warning("worker %d: master went away; exiting", self.pid)
-                break
-        poller.close()
-
-    def _accept_all(self, listener: socket.socket, fd: int, context: ServeContext) -> None:
-        """Serve every connection waiting on this listener (accept until EAGAIN)."""
-        while not self.should_stop():
-            accepted = self._accept(listener)
-            if accepted is None:
-                return
-            Connection(context, accepted[0], accepted[1], fd).serve()
-
-    def _accept(self, listener: socket.socket) -> tuple[socket.socket, Any] | None:
-        """One accepted connection, or None when none is waiting (or accept must back off)."""
-        while True:
-            try:
-                return listener.accept()
-            except BlockingIOError:
-                return None
-            except OSError as error:
-                if error.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
-                    continue
-                if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    error_log.error("accept failed: %s", error.strerror)
-                    time.sleep(0.1)
-                    return None
-                raise
-
-    def _drain(self, context: ServeContext) -> None:
-        """The server is shutting down: serve what is queued in the listen backlog, one response
-        per connection, until accept() finds nothing (or the graceful deadline nears)."""
-        deadline = self.stop_requested_at + max(0.0, self.config.graceful_timeout - DRAIN_MARGIN)
-        served = 0
-        progress = True
-        while progress and time.monotonic() < deadline:
-            progress = False
-            for listener in self.listeners:
-                accepted = self._accept(listener.sock)
-                if accepted is not None:
-                    progress = True
-                    served += 1
-                    Connection(context, accepted[0], accepted[1], listener.fileno()).serve()
-        if served:
-            error_log.info("worker %d served %d queued connection(s) before exiting", self.pid, served)
 
     def _reopen_logs(self) -> None:
         self.reopen_requested = False

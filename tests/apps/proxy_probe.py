@@ -1,8 +1,7 @@
 """A WSGI app that reports what a server behind a proxy handed it, and which connection it came on.
 
-``connection`` identifies the accepted socket the request arrived on (worker pid and the socket's
-inode), found from outside the server's internals: a sync worker serving a request holds exactly
-one connected stream socket; its listeners are the stream sockets in the listening state. So
+``connection`` identifies the accepted socket the request arrived on (forkserve's documented
+``forkserve.connection`` environ key: the worker's pid and the connection's serial number), so
 counting distinct ``connection`` values counts the connections the server accepted, for TCP and
 unix sockets alike. ``/big?size=N`` sends N bytes; every other path reports the request and
 hashes its body (after sleeping ``?sleep=SECONDS``, to hold a worker busy). Wrapped in wsgiref's validator: a PEP 3333 slip fails the test.
@@ -12,31 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
 import time
 import wsgiref.validate
 from urllib.parse import parse_qs
 
 
-def connection_id() -> str:
-    """'<pid>:socket:[<inode>]' of the one connected stream socket this process holds."""
-    found = []
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            continue  # the fd of the listdir itself, gone already
-        if not target.startswith("socket:"):
-            continue
-        with socket.socket(fileno=os.dup(int(name))) as sock:
-            if sock.type == socket.SOCK_STREAM and not sock.getsockopt(
-                socket.SOL_SOCKET, socket.SO_ACCEPTCONN
-            ):
-                found.append(target)
-    if len(found) != 1:
-        raise RuntimeError(f"expected one connected stream socket, found {found}")
-    return f"{os.getpid()}:{found[0]}"
+def connection_id(environ: dict) -> str:
+    """forkserve's id of the accepted connection the request came on (``forkserve.connection``:
+    the worker's pid and the connection's serial number in that worker)."""
+    return environ["forkserve.connection"]
 
 
 def _json(start_response, payload: dict) -> list[bytes]:
@@ -74,7 +57,7 @@ def _probe(environ, start_response):
         "host": environ.get("HTTP_HOST"),
         "x_forwarded_for": environ.get("HTTP_X_FORWARDED_FOR"),
         "x_request_id": environ.get("HTTP_X_REQUEST_ID"),
-        "connection": connection_id(),
+        "connection": connection_id(environ),
         "body_size": size,
         "body_sha256": digest.hexdigest(),
     })

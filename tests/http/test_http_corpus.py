@@ -96,11 +96,15 @@ class Case:
     absent: list[str] = field(default_factory=list)
 
     @classmethod
-    def load(cls, path: Path) -> Case:
+    def load(cls, path: Path, mode: str = "buffered") -> Case:
         data = tomllib.loads(path.read_text())
-        expect = data["expect"]
-        unknown = set(expect) - {"statuses", "hits", "close", "head", "body", "environ", "absent"}
+        expect = dict(data["expect"])
+        overrides = expect.pop("streaming", {})
+        keys = {"statuses", "hits", "close", "head", "body", "environ", "absent"}
+        unknown = (set(expect) | set(overrides)) - keys
         assert not unknown, f"{path.name}: unknown expect keys {unknown}"
+        if mode == "streaming":
+            expect.update(overrides)
         chunkings = tuple(data.get("chunkings", CHUNKINGS))
         assert set(chunkings) <= set(CHUNKINGS), f"{path.name}: bad chunkings {chunkings}"
         return cls(
@@ -121,25 +125,52 @@ def split(request: bytes, chunking: str) -> list[bytes]:
 
 
 CASES = sorted(CORPUS.glob("*.toml"))
+_FRAMING = re.compile(rb"content-length|transfer-encoding", re.IGNORECASE)
+
+
+def _modes(path: Path) -> tuple[str, ...]:
+    """Every case runs with request buffering on (the default); a case with a body also with it
+    off (``[expect.streaming]`` says what differs: e.g. a bad body is found before the app is
+    called, or while it reads)."""
+    return ("buffered", "streaming") if _FRAMING.search(Case.load(path).request) else ("buffered",)
+
+
 PARAMS = [
-    pytest.param(path, chunking, id=f"{path.stem}-{chunking}")
+    pytest.param(path, chunking, mode, id=f"{path.stem}-{chunking}" + ("" if mode == "buffered" else "-streaming"))
     for path in CASES
+    for mode in _modes(path)
     for chunking in Case.load(path).chunkings
 ]
-
-
 @pytest.fixture(scope="module")
-def corpus_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def corpus_servers(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One server per buffering mode, started when first needed."""
+    servers: dict[str, tuple[Server, Path]] = {}
+
+    def get(mode: str) -> tuple[Server, Path]:
+        if mode not in servers:
+            servers[mode] = _start_corpus_server(tmp_path_factory, mode)
+        return servers[mode]
+
+    try:
+        yield get
+    finally:
+        for server, _ in servers.values():
+            server.stop()
+
+
+def _start_corpus_server(tmp_path_factory: pytest.TempPathFactory, mode: str) -> tuple[Server, Path]:
     hits = tmp_path_factory.mktemp("corpus") / "hits.jsonl"
     hits.touch()
     port = free_port()
-    server = Server(["-b", f"127.0.0.1:{port}", *SERVER_ARGS], env={"FORKSERVE_TEST_HITS": str(hits)},
+    extra = ["--no-request-buffering"] if mode == "streaming" else []
+    server = Server(["-b", f"127.0.0.1:{port}", *extra, *SERVER_ARGS], env={"FORKSERVE_TEST_HITS": str(hits)},
                     address=("127.0.0.1", port))
     try:
         server.wait_ready()
-        yield server, hits
-    finally:
+    except BaseException:
         server.stop()
+        raise
+    return server, hits
 
 
 def _hit_lines(path: Path) -> list[str]:
@@ -152,10 +183,10 @@ def test_corpus_is_large_and_loads() -> None:
         Case.load(path)
 
 
-@pytest.mark.parametrize(("path", "chunking"), PARAMS)
-def test_request_case(corpus_server: tuple[Server, Path], path: Path, chunking: str) -> None:
-    server, hits_file = corpus_server
-    case = Case.load(path)
+@pytest.mark.parametrize(("path", "chunking", "mode"), PARAMS)
+def test_request_case(corpus_servers: Any, path: Path, chunking: str, mode: str) -> None:
+    server, hits_file = corpus_servers(mode)
+    case = Case.load(path, mode)
     hits_before = len(_hit_lines(hits_file))
     log_before = len(server.log())
 

@@ -12,10 +12,10 @@ from typing import Self
 
 import pytest
 
-from forkserve.http.body import RequestBody
+from forkserve.http.body import BodyDecoder, RequestBody
 from forkserve.http.dates import imf_fixdate
 from forkserve.http.errors import HttpError, error_reply
-from forkserve.http.head import RecvTimeout, _skip_empty_lines
+from forkserve.http.head import _skip_empty_lines
 
 
 class Fed:
@@ -23,11 +23,11 @@ class Fed:
 
     def __init__(self, pieces: list[bytes], **options) -> None:
         self.server, self.client = socket.socketpair()
-        self.server.settimeout(5)
+        self.server.setblocking(False)  # as the worker's loop holds it
         given = {"limit": 0, "pending": b"", "content_length": None, "chunked": True, "expect_continue": False}
         given.update(options)
-        self.body = RequestBody(self.server, RecvTimeout(self.server, 5.0), 5.0, given["limit"], given["pending"],
-                                given["content_length"], given["chunked"], given["expect_continue"])
+        decoder = BodyDecoder(given["content_length"], given["chunked"], given["limit"])
+        self.body = RequestBody(self.server, 5.0, decoder, given["expect_continue"], None, given["pending"])
         self.feeder = threading.Thread(target=self._feed, args=(pieces,), daemon=True)
         self.feeder.start()
 

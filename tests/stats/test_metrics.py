@@ -29,6 +29,8 @@ from forkserve.stats.top import get
 FAMILY_TYPES = {
     "forkserve_requests": "counter",
     "forkserve_request_duration_seconds": "histogram",
+    "forkserve_request_queue_seconds": "histogram",
+    "forkserve_connections": "gauge",
     "forkserve_response_bytes": "counter",
     "forkserve_workers": "gauge",
     "forkserve_workers_target": "gauge",

@@ -119,11 +119,11 @@ def test_max_requests_is_a_hard_limit_even_when_the_replacement_is_slow_to_boot(
 
 def test_max_worker_lifetime_is_a_hard_deadline(start_server):
     """Past its lifetime a worker takes no new request, even when its replacement is not up yet."""
-    server = start_server("-w", "1", "--max-worker-lifetime", "4", APP,
-                          env={"SUPERVISION_APP_IMPORT_SECONDS": "3"})
-    first = server.wait_workers(1)[0]
-    wait_for(lambda: "reached the end of its max_worker_lifetime; exiting" in server.log(), 10,
-             message="the lifetime to end")
+    server = start_server("-w", "1", "--max-worker-lifetime", "6", APP,
+                          env={"SUPERVISION_APP_IMPORT_SECONDS": "3.5"})
+    first = requests.get(server.url + "/version", timeout=20).json()["pid"]
+    wait_for(lambda: f"[{first}] [INFO] worker {first} reached the end of its max_worker_lifetime; exiting"
+             in server.log(), 10, message="the lifetime to end")
     wait_for(lambda: first not in server.workers(), 5, message="the worker to exit")
     assert requests.get(server.url + "/version", timeout=20).json()["pid"] != first
 

@@ -1,0 +1,449 @@
+"""A worker's connections and their states: reading, buffering, waiting, in the app, flushing.
+
+Only complete requests reach the app. A connection is, at any moment, in one state:
+
+- ``READING`` a request head (``header_timeout`` from the accept, or from the first byte of a
+  request on a kept-alive connection), or ``BODY``: buffering its body (memory, then a temporary
+  file; ``body_timeout`` without a byte ends it with a 408);
+- ``IDLE`` between keep-alive requests (``keepalive`` seconds);
+- ``READY``: complete, waiting its turn for the app, in arrival order; ``APP``: in the app;
+- ``FLUSHING``: the app is done and the client has not taken all of the response yet (the loop
+  sends the rest while the app runs other requests; ``body_timeout`` without progress ends it);
+- ``LINGER``: refused or closed with request bytes possibly in flight: half-closed, read off for
+  up to two seconds, so the reply is not lost to a reset.
+
+Deadlines live in a heap, never in blocking socket timeouts; a deadline that moved later is
+re-queued when its old one comes up, so a busy connection costs no heap push per read. A
+connection's epoll interest is changed only when it differs at the loop's next wait (the loop in
+:mod:`forkserve.worker.front` drives all of this).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import select
+import socket
+import struct
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from forkserve.http.body import CONTINUE, BodyDecoder, RequestBody
+from forkserve.http.connection import Outcome, RequestRunner, log_refusal, send_quietly
+from forkserve.http.errors import ClientDisconnected, ClientTimeout, HttpError, error_reply
+from forkserve.http.head import RECV_SIZE, HeadLimits, HeadReader, RequestHead
+from forkserve.http.spool import EMPTY_INPUT, BodySpool
+from forkserve.worker.outbound import Outbound
+
+error_log = logging.getLogger("forkserve.error")
+
+READING, IDLE, BODY, READY, APP, FLUSHING, LINGER = range(7)
+# The scoreboard's four connection counts: reading, idle, in the app (or waiting for it), flushing
+_GROUP = (0, 1, 0, 2, 2, 3, 0)
+INFINITY = float("inf")
+STOP_GRACE = 0.1  # an idle connection's grace for a request on its way when the worker stops
+LINGER_SECONDS = 2.0
+_TIMESPEC = struct.Struct("qq")
+_STAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+_EPOLLIN = select.EPOLLIN
+_EPOLLOUT = select.EPOLLOUT
+_PROBLEM = select.EPOLLERR | select.EPOLLHUP
+
+
+@dataclass(frozen=True)
+class FrontSettings:
+    """The worker's settings the loop needs, resolved once."""
+
+    limits: HeadLimits
+    header_timeout: float
+    body_timeout: float
+    keepalive: float
+    worker_connections: int
+    request_buffering: bool
+    buffer_memory: int
+    tmp_dir: str | None
+    body_limit: int
+    output_cap: int
+
+
+class Conn:
+    """One client connection held by the loop, and the request it is on."""
+
+    __slots__ = (
+        "after",
+        "arrived",
+        "builder",
+        "closed",
+        "connection_id",
+        "deadline",
+        "decoder",
+        "fd",
+        "head",
+        "head_at",
+        "leftover",
+        "mask",
+        "reader",
+        "ready_at",
+        "registered",
+        "remote_addr",
+        "remote_port",
+        "scheduling",
+        "sink",
+        "sock",
+        "spool",
+        "state",
+        "streaming",
+        "timer_at",
+        "want",
+        "wsgi_input",
+    )
+
+    def __init__(self, sock: socket.socket, peer: Any, builder: Any, limits: HeadLimits, sink: Outbound,
+                 connection_id: str) -> None:
+        self.sock = sock
+        self.connection_id = connection_id
+        self.fd = sock.fileno()
+        if type(peer) is tuple:
+            self.remote_addr, self.remote_port = str(peer[0]), str(peer[1])
+        else:
+            self.remote_addr = self.remote_port = ""
+        self.builder = builder
+        self.sink = sink
+        self.reader = HeadReader(limits)
+        self.state = READING
+        self.closed = False
+        self.registered = False
+        self.mask = 0
+        self.want = 0
+        self.deadline = INFINITY
+        self.timer_at = INFINITY  # the deadline of its earliest heap entry
+        self.scheduling = False  # waiting in Connections.unscheduled for a heap entry
+        self.head: RequestHead | None = None
+        self.head_at = self.ready_at = 0.0
+        self.arrived = 0.0  # wall-clock arrival of the last bytes read (kernel stamp), 0 if unknown
+        self.leftover = b""
+        self.decoder: BodyDecoder | None = None
+        self.spool: BodySpool | None = None
+        self.streaming: RequestBody | None = None
+        self.wsgi_input: Any = EMPTY_INPUT
+        self.after: Outcome | None = None
+
+    @property
+    def peer(self) -> str:
+        return f"{self.remote_addr}:{self.remote_port}" if self.remote_addr else "unix socket peer"
+
+
+class Connections:
+    """Every connection a worker holds, and the moves between states. The loop (Front) adds
+    accepting, waiting and stopping."""
+
+    def __init__(self, settings: FrontSettings, builders: dict[int, Any], runner: RequestRunner) -> None:
+        self.settings = settings
+        self.builders = builders
+        self.runner = runner
+        self.conns: dict[int, Conn] = {}
+        self.ready: deque[Conn] = deque()
+        self.dirty: list[Conn] = []  # connections whose epoll interest may have changed
+        self.timers: list[tuple[float, int, Conn]] = []
+        self.unscheduled: list[Conn] = []  # deadlines set this turn, for the heap (see _arm)
+        self.now = time.monotonic()  # the loop's clock: read after each wait and each app call
+        self.sequence = itertools.count()
+        self.serials = itertools.count(1)  # connections accepted, numbered
+        self.pid = os.getpid()
+        self.counts = [0, 0, 0, 0]
+        self.stopping = False
+
+    def _set_state(self, conn: Conn, state: int, want: int) -> None:
+        counts = self.counts
+        counts[_GROUP[conn.state]] -= 1
+        counts[_GROUP[state]] += 1
+        conn.state = state
+        if want != conn.want:
+            conn.want = want
+            self.dirty.append(conn)
+
+    def _arm(self, conn: Conn, deadline: float) -> None:
+        """Set the connection's deadline. The heap gets an entry at the loop's next wait, and
+        only if the deadline is earlier than the one it has: a connection that is done within
+        this turn (most are) costs no heap entry, and one whose deadline only moves later costs
+        none until its old entry comes up."""
+        conn.deadline = deadline
+        if deadline < conn.timer_at and not conn.scheduling:
+            conn.scheduling = True
+            self.unscheduled.append(conn)
+
+    def _schedule(self) -> None:
+        """Heap entries for the deadlines set this turn (before the loop waits)."""
+        timers = self.timers
+        sequence = self.sequence
+        for conn in self.unscheduled:
+            conn.scheduling = False
+            if not conn.closed and conn.deadline < conn.timer_at:
+                conn.timer_at = conn.deadline
+                heapq.heappush(timers, (conn.deadline, next(sequence), conn))
+        self.unscheduled.clear()
+
+    def _expire(self) -> None:
+        timers = self.timers
+        now = self.now
+        while timers and timers[0][0] <= now:
+            at, _, conn = heapq.heappop(timers)
+            if conn.closed or at != conn.timer_at:
+                continue  # closed, or a stale entry (an earlier one took its place)
+            conn.timer_at = INFINITY
+            if conn.deadline > now:
+                if conn.deadline != INFINITY:
+                    self._arm(conn, conn.deadline)  # it moved later meanwhile
+                continue
+            self._timed_out(conn)
+
+    def _timed_out(self, conn: Conn) -> None:
+        state = conn.state
+        if state == READING and conn.reader.started:
+            self._refuse(conn, ClientTimeout("request head not complete in time"))
+        elif state == BODY:
+            self._refuse(conn, ClientTimeout("client stalled while sending the body"))
+        elif state == FLUSHING:
+            error_log.debug("client %s did not read its response in time; closing", conn.peer)
+            self._close(conn)
+        else:  # a connection that never sent a request, an idle one, the end of a linger
+            self._close(conn)
+
+    def _on_event(self, conn: Conn, mask: int) -> None:
+        state = conn.state
+        if state == FLUSHING:
+            self._flush(conn)
+        elif state in (READING, IDLE, BODY, LINGER):
+            self._read(conn)
+        elif mask & _PROBLEM and state == READY:
+            self._close(conn)  # the client reset the connection; its request is dropped
+
+    # -- accepting -----------------------------------------------------------------------------
+
+    def _open(self, sock: socket.socket, peer: Any, listener_fd: int) -> None:
+        sock.setblocking(False)
+        settings = self.settings
+        conn = Conn(sock, peer, self.builders[listener_fd], settings.limits,
+                    Outbound(sock, settings.output_cap, settings.body_timeout, self.runner.waits),
+                    f"{self.pid}.{next(self.serials)}")
+        self.conns[conn.fd] = conn
+        self.counts[_GROUP[READING]] += 1
+        conn.want = _EPOLLIN
+        self.dirty.append(conn)
+        self._arm(conn, self.now + settings.header_timeout)
+        self._read(conn)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _read(self, conn: Conn) -> None:
+        try:
+            data, stamp, _, _ = conn.sock.recvmsg(RECV_SIZE, _STAMP_SPACE)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not data:
+            if conn.state == BODY or (conn.state == READING and conn.reader.started):
+                error_log.debug("client %s closed the connection in the middle of a request", conn.peer)
+            self._close(conn)
+            return
+        if stamp:  # when these bytes reached the kernel (TCP): the app may have been busy then
+            seconds, nanoseconds = _TIMESPEC.unpack(stamp[0][2])
+            conn.arrived = seconds + nanoseconds * 1e-9
+        else:
+            conn.arrived = 0.0
+        state = conn.state
+        if state == BODY:
+            self._body_data(conn, data)
+        elif state != LINGER:
+            self._head_data(conn, data)
+
+    def _head_data(self, conn: Conn, data: bytes) -> None:
+        try:
+            head = conn.reader.feed(data)
+        except HttpError as error:
+            self._refuse(conn, error)
+            return
+        if head is not None:
+            self._head_complete(conn, head)
+        elif conn.state == IDLE:  # the first bytes of the next request: its head deadline starts
+            self._set_state(conn, READING, _EPOLLIN)
+            self._arm(conn, self.now + self.settings.header_timeout)
+
+    def _head_complete(self, conn: Conn, head: RequestHead) -> None:
+        conn.head = head
+        conn.head_at = conn.arrived or time.time()
+        settings = self.settings
+        length = head.content_length
+        if not length and not head.chunked:
+            conn.leftover = head.leftover
+            self._make_ready(conn, conn.head_at)
+            return
+        limit = settings.body_limit
+        if limit and length and length > limit:
+            self._refuse(conn, HttpError(413, f"Content-Length {length} over limit {limit}"))
+            return
+        decoder = BodyDecoder(length, head.chunked, limit)
+        if not settings.request_buffering:  # the app reads (and decodes) the body as it comes
+            conn.streaming = RequestBody(conn.sock, settings.body_timeout, decoder, head.expect_continue,
+                                         self.runner.waits, head.leftover)
+            conn.wsgi_input = conn.streaming
+            self._make_ready(conn, conn.head_at)
+            return
+        try:
+            first = decoder.feed(head.leftover)
+        except HttpError as error:
+            self._refuse(conn, error)
+            return
+        if head.expect_continue:
+            # The client may wait for our go-ahead before sending the body. Sent even when the
+            # body came along anyway (RFC 9110 allows either), so the reply does not depend on
+            # how the bytes were split.
+            try:
+                conn.sink.send(CONTINUE)
+            except ClientDisconnected:
+                self._close(conn)
+                return
+        conn.decoder = decoder
+        conn.spool = BodySpool(settings.buffer_memory, settings.tmp_dir)
+        if self._spool(conn, first):
+            return
+        self._set_state(conn, BODY, _EPOLLIN)
+        self._arm(conn, self.now + settings.body_timeout)
+
+    def _body_data(self, conn: Conn, data: bytes) -> None:
+        assert conn.decoder is not None
+        try:
+            body = conn.decoder.feed(data)
+        except HttpError as error:
+            self._refuse(conn, error)
+            return
+        if not self._spool(conn, body):
+            conn.deadline = self.now + self.settings.body_timeout  # moved later: lazily
+
+    def _spool(self, conn: Conn, body: bytes) -> bool:
+        """Keep body bytes; once the body is complete, the request is ready. True if it ended."""
+        spool = conn.spool
+        decoder = conn.decoder
+        assert spool is not None and decoder is not None
+        try:
+            spool.write(body)
+        except OSError as error:
+            error_log.error("cannot buffer the request body of %s: %s", conn.peer, error)
+            self._refuse(conn, HttpError(503, "no room to buffer the request body"), log=False)
+            return True
+        if not decoder.done:
+            return False
+        conn.leftover = decoder.leftover
+        conn.wsgi_input = spool.input()
+        self._make_ready(conn, conn.arrived or time.time())
+        return True
+
+    def _make_ready(self, conn: Conn, now: float) -> None:
+        conn.ready_at = now
+        self._set_state(conn, READY, 0)
+        conn.deadline = INFINITY
+        self.ready.append(conn)
+
+    # -- the app, and after it -----------------------------------------------------------------
+
+    def _run(self, conn: Conn) -> None:
+        if conn.closed:
+            return
+        self._set_state(conn, APP, 0)
+        try:
+            outcome = self.runner.run(conn)
+        finally:
+            self.now = time.monotonic()
+            self._end_request(conn)
+        if conn.closed:
+            return
+        if conn.sink:
+            conn.after = outcome
+            self._set_state(conn, FLUSHING, _EPOLLOUT)
+            self._arm(conn, self.now + self.settings.body_timeout)
+        else:
+            self._after_response(conn, outcome)
+
+    def _end_request(self, conn: Conn) -> None:
+        """Release what the request held (its buffered body)."""
+        if conn.spool is not None:
+            conn.spool.close()
+            conn.spool = None
+        conn.decoder = None
+        conn.wsgi_input = EMPTY_INPUT
+
+    def _after_response(self, conn: Conn, outcome: Outcome) -> None:
+        """The response is all with the client: the next request, a linger, or the end."""
+        if not outcome.keep_alive:
+            if outcome.linger:
+                self._linger(conn)
+            else:
+                self._close(conn)
+            return
+        leftover = outcome.leftover if conn.streaming is not None else conn.leftover
+        conn.streaming = None
+        conn.head = None
+        conn.leftover = b""
+        conn.after = None
+        self._set_state(conn, IDLE, _EPOLLIN)
+        grace = STOP_GRACE if self.stopping else self.settings.keepalive
+        self._arm(conn, self.now + grace)
+        if leftover:
+            self._head_data(conn, leftover)
+
+    def _flush(self, conn: Conn) -> None:
+        try:
+            done = conn.sink.flush()
+        except ClientDisconnected as error:
+            error_log.debug("client %s went away while taking its response: %s", conn.peer, error)
+            self._close(conn)
+            return
+        if not done:
+            conn.deadline = self.now + self.settings.body_timeout  # progress: lazily later
+            return
+        outcome, conn.after = conn.after, None
+        if outcome is None:
+            self._close(conn)
+        else:
+            self._after_response(conn, outcome)
+
+    def _refuse(self, conn: Conn, error: HttpError, log: bool = True) -> None:
+        """Answer a refused request (4xx, Connection: close) and linger: no traceback, one line."""
+        if log:
+            log_refusal(conn.peer, error)
+        send_quietly(conn.sink, error_reply(error.status))
+        self._linger(conn)
+
+    def _linger(self, conn: Conn) -> None:
+        """Half-close, and read off what the client still sends, so our reply is not reset away."""
+        if conn.sink:  # the reply first
+            conn.after = Outcome(False, b"", True, 0, 0)
+            self._set_state(conn, FLUSHING, _EPOLLOUT)
+            self._arm(conn, self.now + self.settings.body_timeout)
+            return
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+            return
+        self._end_request(conn)
+        self._set_state(conn, LINGER, _EPOLLIN)
+        self._arm(conn, self.now + LINGER_SECONDS)
+
+    def _close(self, conn: Conn) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        self.counts[_GROUP[conn.state]] -= 1
+        del self.conns[conn.fd]
+        conn.sink.discard()
+        self._end_request(conn)
+        conn.sock.close()  # (which also takes it out of epoll)
+
+    # -- stopping ------------------------------------------------------------------------------

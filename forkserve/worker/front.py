@@ -1,0 +1,240 @@
+"""The worker's loop: one epoll over its listeners and every connection not in the app.
+
+The app runs on this thread between turns of the loop (``threads = 1``): after the events of a
+turn, one ready request is run; with more waiting, the next turn polls without blocking so that
+the reading and flushing of every other connection go on between app calls. A client that sends a
+whole request and reads its answer at once costs ``epoll_wait``, ``recv`` and ``send`` (plus
+``accept`` and ``close`` without keep-alive): a fresh connection is read as soon as it is
+accepted. (The connection states are in :mod:`forkserve.worker.connection`.)
+
+Accepting never hoards: a worker takes new connections only while it holds fewer than
+``worker_connections`` and has no ready request waiting; it stops after a connection that brings
+a whole request, so it serves that before taking more (with ``EPOLLEXCLUSIVE`` the kernel wakes a
+waiting sibling for the rest).
+
+Stopping: every response then says ``Connection: close``; idle connections get a short grace for
+a request already on its way; requests being read are finished. A server shutdown (``drain``)
+first takes every connection still queued on the listeners — the master has stopped new ones
+from entering the queue — and closes the listeners once they stay empty for ``DRAIN_SETTLE``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import select
+import socket
+import time
+from typing import Any, Protocol
+
+from forkserve.http.connection import RequestRunner
+from forkserve.process import wakeup
+from forkserve.worker.connection import IDLE, INFINITY, STOP_GRACE, Connections, FrontSettings
+
+error_log = logging.getLogger("forkserve.error")
+
+TICK = 0.5  # seconds between heartbeats (the master replaces a worker whose heartbeat stops)
+ACCEPT_BURST = 64  # connections taken per wake-up at most (none once one brings a whole request)
+ACCEPT_BACKOFF = 0.1  # seconds without accepting after running out of file descriptors
+DRAIN_SETTLE = 0.1  # a draining worker closes its listeners once they stayed empty this long
+_EPOLLIN = select.EPOLLIN
+
+
+class Control(Protocol):
+    """What the loop asks of its worker."""
+
+    def should_stop(self) -> bool:
+        """Must the worker stop taking requests (signal, recycling limit)?"""
+
+    def drain_requested(self) -> bool:
+        """Is this stop the server's shutdown (serve what is queued on the listeners first)?"""
+
+    def tick(self) -> bool:
+        """Twice a second: heartbeat, log reopening; False when the worker must exit now."""
+
+    def report_connections(self, reading: int, idle: int, in_app: int, flushing: int) -> None:
+        """Connection counts by state, for the scoreboard."""
+
+class Front(Connections):
+    """The loop of one worker. :meth:`serve` returns when the worker is done."""
+
+    def __init__(
+        self,
+        settings: FrontSettings,
+        listeners: dict[int, socket.socket],
+        builders: dict[int, Any],
+        runner: RequestRunner,
+        control: Control,
+        wakeup_fd: int,
+        graceful_timeout: float,
+    ) -> None:
+        super().__init__(settings, builders, runner)
+        self.listeners = listeners
+        self.control = control
+        self.graceful_timeout = graceful_timeout
+        self.epoll = select.epoll()
+        self.epoll.register(wakeup_fd, _EPOLLIN)
+        self.watching = False  # are the listeners registered?
+        self.accept_paused_until = 0.0
+        self.draining = False
+        self.stop_deadline = INFINITY
+        self.drain_quiet_since = 0.0
+        self.drained = 0  # connections taken off the listen queue while draining
+        self.next_tick = 0.0
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Run until the worker must stop and holds no connection, or must exit now."""
+        try:
+            self._loop()
+        finally:
+            for conn in list(self.conns.values()):
+                self._close(conn)
+            self._close_listeners()
+            self.epoll.close()
+
+    def _loop(self) -> None:
+        epoll = self.epoll
+        conns = self.conns
+        ready = self.ready
+        timers = self.timers
+        while True:
+            now = self.now
+            if now >= self.next_tick:
+                self.next_tick = now + TICK
+                if not self.control.tick():
+                    return
+                self.control.report_connections(*self.counts)
+            if not self.stopping and self.control.should_stop():
+                self._begin_stop(now)
+            if self.stopping and not self._still_working(now):
+                return
+            self._sync()
+            if ready:
+                timeout = 0.0
+            else:
+                timeout = self.next_tick - now
+                if timers and timers[0][0] - now < timeout:
+                    timeout = max(timers[0][0] - now, 0.0)
+                if self.draining and self.listeners:
+                    timeout = min(timeout, DRAIN_SETTLE)
+            events = epoll.poll(timeout)
+            self.now = time.monotonic()
+            for fd, mask in events:
+                conn = conns.get(fd)
+                if conn is not None:
+                    try:
+                        self._on_event(conn, mask)
+                    except Exception:  # noqa: BLE001 -- a bug costs one connection, not the worker's others
+                        error_log.exception("internal error on the connection of %s; closing it", conn.peer)
+                        self._close(conn)
+                elif fd in self.listeners:
+                    if not ready:
+                        self._accept(fd)
+                else:
+                    wakeup.drain(fd)
+            if timers and timers[0][0] <= self.now:
+                self._expire()
+            if ready:
+                self._run(ready.popleft())
+
+    def _still_working(self, now: float) -> bool:
+        """While stopping: is there anything left to do before the worker may exit?"""
+        if now >= self.stop_deadline:
+            if self.conns:
+                error_log.warning("worker stopping: closing %d connection(s) at the graceful timeout",
+                                  len(self.conns))
+            return False
+        if self.draining and self.listeners:
+            if not self.drain_quiet_since and not self.ready:
+                for fd in list(self.listeners):
+                    self._accept(fd)  # until the queue answers "empty" (EAGAIN)
+            if self.drain_quiet_since and now - self.drain_quiet_since >= DRAIN_SETTLE:
+                self._close_listeners()
+                if self.drained:
+                    error_log.info("worker %d served %d queued connection(s) before exiting",
+                                   self.pid, self.drained)
+            else:
+                return True
+        return bool(self.conns)
+
+    def _sync(self) -> None:
+        """Bring epoll's interest lists in line with what the loop wants now."""
+        want_listeners = bool(self.listeners) and (not self.stopping or self.draining) and (
+            len(self.conns) < self.settings.worker_connections
+        ) and self.now >= self.accept_paused_until
+        if want_listeners != self.watching:
+            self.watching = want_listeners
+            for fd in self.listeners:
+                if want_listeners:
+                    self.epoll.register(fd, _EPOLLIN | select.EPOLLEXCLUSIVE)
+                else:
+                    self.epoll.unregister(fd)
+        if self.unscheduled:
+            self._schedule()
+        if self.dirty:
+            epoll = self.epoll
+            for conn in self.dirty:
+                if conn.closed or conn.want == conn.mask:
+                    continue
+                if conn.registered:
+                    epoll.modify(conn.fd, conn.want)
+                else:
+                    epoll.register(conn.fd, conn.want)
+                    conn.registered = True
+                conn.mask = conn.want
+            self.dirty.clear()
+
+    # -- connection states ---------------------------------------------------------------------
+
+    def _accept(self, listener_fd: int) -> None:
+        listener = self.listeners[listener_fd]
+        limit = self.settings.worker_connections
+        for _ in range(ACCEPT_BURST):
+            if len(self.conns) >= limit:
+                return
+            try:
+                sock, peer = listener.accept()
+            except BlockingIOError:
+                if self.draining and not self.drain_quiet_since:
+                    self.drain_quiet_since = self.now
+                return
+            except OSError as error:
+                if error.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
+                    continue
+                if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    error_log.error("accept failed: %s; pausing for %gs", error.strerror, ACCEPT_BACKOFF)
+                    self.accept_paused_until = self.now + ACCEPT_BACKOFF
+                    return
+                raise
+            if self.draining:
+                self.drain_quiet_since = 0.0
+                self.drained += 1
+            self._open(sock, peer, listener_fd)
+            if self.ready:
+                return  # serve the request it brought before taking more
+
+    def _begin_stop(self, now: float) -> None:
+        self.stopping = True
+        self.stop_deadline = now + max(self.graceful_timeout - 1.0, 0.0)
+        self.draining = bool(self.listeners) and self.control.drain_requested()
+        if self.draining:
+            self.drain_quiet_since = 0.0
+            for fd in list(self.listeners):
+                self._accept(fd)  # whatever is queued already, and learn whether anything is
+        else:
+            self._close_listeners()
+        for conn in list(self.conns.values()):
+            if conn.state == IDLE:
+                self._arm(conn, now + STOP_GRACE)
+
+    def _close_listeners(self) -> None:
+        """Our copies of the listening sockets go (the master's and the siblings' stay theirs)."""
+        if self.watching:
+            for fd in self.listeners:
+                self.epoll.unregister(fd)
+            self.watching = False
+        for sock in self.listeners.values():
+            sock.close()
+        self.listeners = {}
