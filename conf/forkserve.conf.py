@@ -29,9 +29,14 @@ reuse_port = False
 # Default: 2 x usable CPUs + 1 (cgroup quota and affinity aware).
 # workers = ...
 
-# Worker type. Only 'sync' exists: one request at a time per process. (command line: -k, --worker-
-# class)
+# Worker type, gunicorn's names: 'sync' and 'gthread' are the same forkserve worker (an I/O loop per
+# process, the app run by 'threads' threads). (command line: -k, --worker-class)
 worker_class = 'sync'
+
+# Threads running the app in each worker. 1: the app runs on the worker's loop thread, one request at
+# a time. N > 1: the loop hands complete requests to a pool of N threads (for apps that wait on
+# databases or APIs). (command line: --threads)
+threads = 1
 
 # Seconds a worker may spend in the app on one request before the master dumps every thread's stack to
 # the error log and replaces it. A worker that shows no heartbeat for longer than max(timeout,

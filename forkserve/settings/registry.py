@@ -128,9 +128,14 @@ def _settings() -> list[Setting]:
                                          default_worker_count),
           v.integer(1), "Number of worker processes. Also read from WEB_CONCURRENCY.",
           ("-w", "--workers"), "INT"),
-        s("worker_class", "Workers", "sync", v.choice("sync"),
-          "Worker type. Only 'sync' exists: one request at a time per process.",
+        s("worker_class", "Workers", "sync", v.choice("sync", "gthread"),
+          "Worker type, gunicorn's names: 'sync' and 'gthread' are the same forkserve worker (an "
+          "I/O loop per process, the app run by 'threads' threads).",
           ("-k", "--worker-class"), "CLASS"),
+        s("threads", "Workers", 1, v.integer(1),
+          "Threads running the app in each worker. 1: the app runs on the worker's loop thread, "
+          "one request at a time. N > 1: the loop hands complete requests to a pool of N threads "
+          "(for apps that wait on databases or APIs).", ("--threads",), "INT"),
         s("timeout", "Workers", 30.0, v.number(0),
           "Seconds a worker may spend in the app on one request before the master dumps every "
           "thread's stack to the error log and replaces it. A worker that shows no heartbeat for "
