@@ -36,10 +36,24 @@ def test_no_request_is_lost(name, tmp_path):
     report = "\n".join([*table([outcome]), *progress])
     assert outcome.passed, report
     assert outcome.summary.ok > 100, report
+    assert outcome.excused <= 1, report  # SIGKILL: the one request the worker had in the app
     if name == "term":
         assert outcome.refused_expected > 0, report
     else:
         assert outcome.summary.refused + outcome.summary.no_connection == 0, report
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["hup", "sigkill-worker", "max-requests", "term"])
+def test_no_request_is_lost_with_app_threads(name, tmp_path):
+    """The same disturbances with each worker running the app in 4 threads."""
+    progress: list[str] = []
+    settings = Settings(duration_s=DURATION_S, threads=THREADS, server_args=("--threads", "4"))
+    outcome = run_scenario(name, settings, tmp_path, progress.append)
+    report = "\n".join([*table([outcome]), *progress])
+    assert outcome.passed, report
+    assert outcome.summary.ok > 100, report
+    assert outcome.excused <= 4, report  # at most one per app thread was in the killed worker's hands
 
 
 def _run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

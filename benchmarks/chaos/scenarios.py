@@ -233,7 +233,7 @@ class Outcome:
 
     name: str
     summary: Summary
-    excused: int  # the SIGKILLed worker's request
+    excused: int  # the requests the SIGKILLed worker had in its hands
     refused_expected: int  # refused / no connection after TERM
     served_after: int  # correct answers after the disturbance was over
     notes: list[str]
@@ -249,20 +249,20 @@ class Outcome:
                 and self.unexpected_refusals == 0 and (self.served_after > 0 or self.name == "term"))
 
 
-def _killed_in_flight(records: list[Record], killed_at: float) -> Record | None:
-    """The one loss that broke as the worker was killed, if there is exactly such a loss."""
+def _killed_in_flight(records: list[Record], killed_at: float) -> list[Record]:
+    """The losses that broke as the worker was killed: the requests it had in its hands (the one
+    in the app, or one per app thread, and any complete request waiting in its loop)."""
     if math.isnan(killed_at):
-        return None
-    suspects = [record for record in records
-                if record.outcome in ("reset", "reset-on-reuse", "truncated")
-                and record.started <= killed_at + 0.05 and killed_at <= record.finished <= killed_at + KILLED_WINDOW_S]
-    return suspects[0] if len(suspects) == 1 else None
+        return []
+    return [record for record in records
+            if record.outcome in ("reset", "reset-on-reuse", "truncated")
+            and record.started <= killed_at + 0.05 and killed_at <= record.finished <= killed_at + KILLED_WINDOW_S]
 
 
-def _when_lost(records: list[Record], excused: Record | None, disturbance_start: float) -> str:
+def _when_lost(records: list[Record], excused: list[Record], disturbance_start: float) -> str:
     """When the lost requests ended, relative to the disturbance (where to look for the cause)."""
     lost = [record for record in records
-            if record.outcome != OK and record.outcome not in NOT_SENT and record is not excused]
+            if record.outcome != OK and record.outcome not in NOT_SENT and not any(record is item for item in excused)]
     if not lost:
         return ""
     offsets = sorted(record.finished - disturbance_start for record in lost)
@@ -277,12 +277,11 @@ def judge(name: str, records: list[Record], ctx: Context, disturbance: tuple[flo
     ``disturbance`` is when it started and ended (time.monotonic())."""
     summary = summarize(records)
     notes = list(ctx.notes)
-    excused = 0
     killed = _killed_in_flight(records, ctx.killed_at)
-    if killed is not None:
-        excused = 1
-        notes.append(f"1 request in the killed worker's hands: {killed.method} {killed.outcome} "
-                     f"{(killed.finished - ctx.killed_at) * 1000:.0f} ms after the kill (excused)")
+    excused = len(killed)
+    for record in killed:
+        notes.append(f"a request in the killed worker's hands: {record.method} {record.outcome} "
+                     f"{(record.finished - ctx.killed_at) * 1000:.0f} ms after the kill (excused)")
     when = _when_lost(records, killed, disturbance[0])
     if when:
         notes.append(when)
