@@ -36,7 +36,6 @@ def test_no_request_is_lost(name, tmp_path):
     report = "\n".join([*table([outcome]), *progress])
     assert outcome.passed, report
     assert outcome.summary.ok > 100, report
-    assert outcome.excused <= 1, report  # SIGKILL: the one request the worker had in the app
     if name == "term":
         assert outcome.refused_expected > 0, report
     else:
@@ -53,7 +52,6 @@ def test_no_request_is_lost_with_app_threads(name, tmp_path):
     report = "\n".join([*table([outcome]), *progress])
     assert outcome.passed, report
     assert outcome.summary.ok > 100, report
-    assert outcome.excused <= 4, report  # at most one per app thread was in the killed worker's hands
 
 
 def _run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

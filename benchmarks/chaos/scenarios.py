@@ -7,9 +7,10 @@ a replaced worker, a new master serving — and lets the load run to the end of 
 least TAIL_S after the disturbance). Then the load stops, the server is stopped, and the
 records are judged: every request that was sent must have its correct answer.
 
-The one exception is the request a SIGKILLed worker had in its hands: a worker serves one
-connection at a time, so at most one request can die with it. It is counted apart ("killed in
-flight") when it broke while the kill happened; any other loss counts.
+The one exception is what a SIGKILLed worker had in its hands: the request in the app (one per
+app thread), and a request sent at that moment on a connection the worker held (its loop holds
+many). They are counted apart ("killed in flight") when they broke as the kill happened — sent
+before it, broken within a moment after it; any other loss counts.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def hup(ctx: Context) -> None:
 
 
 def sigkill_worker(ctx: Context) -> None:
-    """SIGKILL one worker: the master replaces it; its one request in hand may be lost."""
+    """SIGKILL one worker: the master replaces it; the requests in its hands may be lost."""
     workers = ctx.server.worker_pids()
     victim = random.Random(ctx.settings.seed).choice(workers)
     ctx.killed_at = time.monotonic()
