@@ -42,6 +42,18 @@ def test_no_request_is_lost(name, tmp_path):
         assert outcome.summary.refused + outcome.summary.no_connection == 0, report
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["hup", "sigkill-worker", "max-requests", "term"])
+def test_no_request_is_lost_with_app_threads(name, tmp_path):
+    """The same disturbances with each worker running the app in 4 threads."""
+    progress: list[str] = []
+    settings = Settings(duration_s=DURATION_S, threads=THREADS, server_args=("--threads", "4"))
+    outcome = run_scenario(name, settings, tmp_path, progress.append)
+    report = "\n".join([*table([outcome]), *progress])
+    assert outcome.passed, report
+    assert outcome.summary.ok > 100, report
+
+
 def _run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "benchmarks.chaos", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, check=False, start_new_session=True)

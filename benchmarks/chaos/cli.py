@@ -101,7 +101,7 @@ def verdict(outcomes: list[Outcome]) -> str:
     lost = sum(outcome.summary.lost_total - outcome.excused for outcome in outcomes)
     if not failed:
         return (f"**Verdict: PASS** — {len(outcomes)} scenario(s), {sent:,} requests sent, every one "
-                f"answered correctly (SIGKILL: the killed worker's one request excused where it broke).")
+                f"answered correctly (SIGKILL: the requests the killed worker had in its hands excused where they broke).")
     kinds = sum((outcome.summary.lost for outcome in outcomes), start=type(outcomes[0].summary.lost)())
     return (f"**Verdict: FAIL** — {len(failed)} of {len(outcomes)} scenario(s) failed "
             f"({', '.join(failed)}); {lost:,} of {sent:,} requests lost{tally(kinds, ': ')}.")

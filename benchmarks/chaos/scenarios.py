@@ -7,9 +7,10 @@ a replaced worker, a new master serving — and lets the load run to the end of 
 least TAIL_S after the disturbance). Then the load stops, the server is stopped, and the
 records are judged: every request that was sent must have its correct answer.
 
-The one exception is the request a SIGKILLed worker had in its hands: a worker serves one
-connection at a time, so at most one request can die with it. It is counted apart ("killed in
-flight") when it broke while the kill happened; any other loss counts.
+The one exception is what a SIGKILLed worker had in its hands: the request in the app (one per
+app thread), and a request sent at that moment on a connection the worker held (its loop holds
+many). They are counted apart ("killed in flight") when they broke as the kill happened — sent
+before it, broken within a moment after it; any other loss counts.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def hup(ctx: Context) -> None:
 
 
 def sigkill_worker(ctx: Context) -> None:
-    """SIGKILL one worker: the master replaces it; its one request in hand may be lost."""
+    """SIGKILL one worker: the master replaces it; the requests in its hands may be lost."""
     workers = ctx.server.worker_pids()
     victim = random.Random(ctx.settings.seed).choice(workers)
     ctx.killed_at = time.monotonic()
@@ -233,7 +234,7 @@ class Outcome:
 
     name: str
     summary: Summary
-    excused: int  # the SIGKILLed worker's request
+    excused: int  # the requests the SIGKILLed worker had in its hands
     refused_expected: int  # refused / no connection after TERM
     served_after: int  # correct answers after the disturbance was over
     notes: list[str]
@@ -249,20 +250,20 @@ class Outcome:
                 and self.unexpected_refusals == 0 and (self.served_after > 0 or self.name == "term"))
 
 
-def _killed_in_flight(records: list[Record], killed_at: float) -> Record | None:
-    """The one loss that broke as the worker was killed, if there is exactly such a loss."""
+def _killed_in_flight(records: list[Record], killed_at: float) -> list[Record]:
+    """The losses that broke as the worker was killed: the requests it had in its hands (the one
+    in the app, or one per app thread, and any complete request waiting in its loop)."""
     if math.isnan(killed_at):
-        return None
-    suspects = [record for record in records
-                if record.outcome in ("reset", "reset-on-reuse", "truncated")
-                and record.started <= killed_at + 0.05 and killed_at <= record.finished <= killed_at + KILLED_WINDOW_S]
-    return suspects[0] if len(suspects) == 1 else None
+        return []
+    return [record for record in records
+            if record.outcome in ("reset", "reset-on-reuse", "truncated")
+            and record.started <= killed_at + 0.05 and killed_at <= record.finished <= killed_at + KILLED_WINDOW_S]
 
 
-def _when_lost(records: list[Record], excused: Record | None, disturbance_start: float) -> str:
+def _when_lost(records: list[Record], excused: list[Record], disturbance_start: float) -> str:
     """When the lost requests ended, relative to the disturbance (where to look for the cause)."""
     lost = [record for record in records
-            if record.outcome != OK and record.outcome not in NOT_SENT and record is not excused]
+            if record.outcome != OK and record.outcome not in NOT_SENT and not any(record is item for item in excused)]
     if not lost:
         return ""
     offsets = sorted(record.finished - disturbance_start for record in lost)
@@ -277,12 +278,11 @@ def judge(name: str, records: list[Record], ctx: Context, disturbance: tuple[flo
     ``disturbance`` is when it started and ended (time.monotonic())."""
     summary = summarize(records)
     notes = list(ctx.notes)
-    excused = 0
     killed = _killed_in_flight(records, ctx.killed_at)
-    if killed is not None:
-        excused = 1
-        notes.append(f"1 request in the killed worker's hands: {killed.method} {killed.outcome} "
-                     f"{(killed.finished - ctx.killed_at) * 1000:.0f} ms after the kill (excused)")
+    excused = len(killed)
+    for record in killed:
+        notes.append(f"a request in the killed worker's hands: {record.method} {record.outcome} "
+                     f"{(record.finished - ctx.killed_at) * 1000:.0f} ms after the kill (excused)")
     when = _when_lost(records, killed, disturbance[0])
     if when:
         notes.append(when)

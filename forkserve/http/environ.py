@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from typing import IO, Any
 from urllib.parse import unquote_to_bytes
@@ -27,16 +28,18 @@ _HEADER_KEY_CACHE_LIMIT = 2048
 
 
 class ErrorStream:
-    """``wsgi.errors``: text written by the app goes to the error log, a line at a time."""
+    """``wsgi.errors``: text written by the app goes to the error log, a line at a time. Each app
+    thread collects its own partial line, so lines from concurrent requests never mix."""
 
     def __init__(self) -> None:
-        self._pending = ""
+        self._local = threading.local()
 
     def write(self, text: str) -> int:
-        self._pending += text
-        if self._pending.endswith("\n"):
-            error_log.error(self._pending[:-1])
-            self._pending = ""
+        pending = getattr(self._local, "pending", "") + text
+        if pending.endswith("\n"):
+            error_log.error(pending[:-1])
+            pending = ""
+        self._local.pending = pending
         return len(text)
 
     def writelines(self, lines: list[str]) -> None:
@@ -44,9 +47,10 @@ class ErrorStream:
             self.write(line)
 
     def flush(self) -> None:
-        if self._pending:
-            error_log.error(self._pending)
-            self._pending = ""
+        pending = getattr(self._local, "pending", "")
+        if pending:
+            error_log.error(pending)
+            self._local.pending = ""
 
 
 class FileWrapper:

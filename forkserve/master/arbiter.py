@@ -194,7 +194,10 @@ class Arbiter:
     def prepare(self) -> None:
         """The shared scoreboard, the control channel and the wake-up pipe (no signal handlers:
         tests drive a prepared arbiter by queueing signals themselves)."""
-        self.fleet.open(max(MIN_SCOREBOARD_SLOTS, self.target_workers * 4))
+        # A worker takes one slot, plus one per app thread; room for a reload's second generation
+        # and for TTIN to grow the fleet.
+        per_worker = 1 + (self.config.threads if self.config.threads > 1 else 0)
+        self.fleet.open(max(MIN_SCOREBOARD_SLOTS, self.target_workers * 4 * per_worker))
         self.events.wake_fds.append(self.fleet.control_read.fileno())
         self.events.open()
 

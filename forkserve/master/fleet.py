@@ -50,6 +50,9 @@ class WorkerRecord:
     kill_sent: bool = False
     retiring: str | None = None  # why it is being replaced (recycling)
     exiting: bool = False  # it announced it exits by itself
+    thread_slots: list[int] = field(default_factory=list)  # its app threads' slots (threads > 1)
+    # thread slot -> (the timed-out request's start, when the timeout signal was sent)
+    thread_aborts: dict[int, tuple[float, float]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -112,16 +115,23 @@ class Fleet:
         server, config = self.server, self.server.config
         index = self.scoreboard.free_slot()
         self.scoreboard.claim(index, 0)
+        thread_slots = []
+        if config.threads > 1:
+            for number in range(1, config.threads + 1):
+                thread_slots.append(self.scoreboard.free_slot())
+                self.scoreboard.claim(thread_slots[-1], 0, owner=index, thread=number)
         lifetime = lifetime_limit(config.max_worker_lifetime, config.max_worker_lifetime_jitter)
         spawned_at = time.monotonic()
-        worker = Worker(config, server.listeners, self.scoreboard, index, self.control_write, server.app, server)
+        worker = Worker(config, server.listeners, self.scoreboard, index, self.control_write, server.app, server,
+                        thread_slots)
         worker.end_of_life = spawned_at + lifetime  # monotonic time is the same in the child
         call_hook(config, "pre_fork", server, worker)
         try:
             with signals_held():  # the child gets them once its own handlers are in place
                 pid = os.fork()
         except OSError as error:
-            self.scoreboard.release(index)
+            for slot in (index, *thread_slots):
+                self.scoreboard.release(slot)
             delay = self.backoff.worker_exited(0.0, time.monotonic())
             error_log.error("cannot fork a worker: %s; retrying in %.1fs", error.strerror, delay)
             return None
@@ -129,10 +139,12 @@ class Fleet:
             server.close_in_child()
             self.control_read.close()
             worker.run()  # never returns
-        self.scoreboard.set_pid(index, pid)
+        for slot in (index, *thread_slots):
+            self.scoreboard.set_pid(slot, pid)
         server.telemetry.worker_spawned(index)
         record = WorkerRecord(
             pid=pid, slot=index, spawned_at=spawned_at, generation=server.generation, lifetime=lifetime,
+            thread_slots=thread_slots,
         )
         self.workers[pid] = record
         error_log.info("booting worker %d", pid)
@@ -175,7 +187,8 @@ class Fleet:
             State.BOOTING, State.EMPTY
         ):
             record.ready_at = now
-        self.scoreboard.release(record.slot)
+        for slot in (record.slot, *record.thread_slots):
+            self.scoreboard.release(slot)
         boot_failed = (os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_BOOT_FAILED
                        and record.ready_at is None)
         self.log_exit(record, status, boot_failed, stopping)
@@ -214,10 +227,42 @@ class Fleet:
             view = self.scoreboard.read(record.slot)
             if view.pid != record.pid:
                 continue
+            for slot in record.thread_slots:
+                self._check_thread(record, slot, wall, timeout)
             stuck = overdue(view, wall, timeout, stall)
             if stuck is None or not same_episode(view, self.scoreboard.read(record.slot)):
                 continue
             self._abort(record, stuck, view.state, stall)
+
+    def _check_thread(self, record: WorkerRecord, slot: int, wall: float, timeout: float) -> None:
+        """One app thread past ``timeout`` in a request: interrupt that request only."""
+        assert self.scoreboard is not None
+        view = self.scoreboard.read(slot)
+        if view.state != State.BUSY or not view.request_start or wall - view.request_start <= timeout:
+            return
+        if slot in record.thread_aborts or not same_episode(view, self.scoreboard.read(slot)):
+            return
+        record.thread_aborts[slot] = (view.request_start, time.monotonic())
+        error_log.error(
+            "worker %d thread %d timed out: '%s' has run %.1fs (timeout %gs); its stack follows, "
+            "and the request is interrupted", record.pid, view.thread, view.request_line,
+            wall - view.request_start, timeout,
+        )
+        self.scoreboard.ask_to_abort(slot)
+        self.kill(record.pid, TIMEOUT_SIGNAL)
+
+    def _check_interrupted_threads(self, record: WorkerRecord, now: float) -> None:
+        """A thread that did not come back from its interrupted request: retire the worker
+        gracefully (its replacement first; its other threads finish their requests)."""
+        assert self.scoreboard is not None
+        for slot, (started, sent_at) in list(record.thread_aborts.items()):
+            view = self.scoreboard.read(slot)
+            if view.state != State.BUSY or view.request_start != started:
+                del record.thread_aborts[slot]  # it came back
+            elif now - sent_at > TIMEOUT_KILL_GRACE and record.retiring is None:
+                error_log.error("worker %d thread %d is still in its timed-out request; replacing the "
+                                "worker gracefully", record.pid, view.thread)
+                self.retire(record, "timeout")
 
     def _abort(self, record: WorkerRecord, stuck: Overdue, state: State, stall: float) -> None:
         record.abort_sent_at = time.monotonic()
@@ -240,6 +285,8 @@ class Fleet:
         for record in self.workers.values():
             if record.kill_sent:
                 continue
+            if record.thread_aborts:
+                self._check_interrupted_threads(record, now)
             if record.abort_sent_at is not None and now - record.abort_sent_at > TIMEOUT_KILL_GRACE:
                 error_log.warning("worker %d still running after its stack dump; killing it", record.pid)
             elif record.stop_sent_at is not None and now - record.stop_sent_at > graceful_timeout:

@@ -17,8 +17,13 @@ def set_title(text: str) -> None:
     setproctitle(f"forkserve: {text}")
 
 
-def worker_title(name: str, view: SlotView, now: float) -> str:
-    """``worker [name] busy GET /path 1.2s`` or ``worker [name] idle 1234 reqs`` (no prefix)."""
+def worker_title(name: str, view: SlotView, now: float, threads: list[SlotView] | None = None) -> str:
+    """``worker [name] busy GET /path 1.2s`` or ``worker [name] idle 1234 reqs`` (no prefix);
+    with app threads ``worker [name] 3/8 busy 1234 reqs``."""
+    if threads and view.state in (State.IDLE, State.BUSY):
+        busy = sum(thread.state in (State.BUSY, State.CLIENT) for thread in threads)
+        served = sum(thread.requests for thread in threads)
+        return f"worker [{name}] {busy}/{len(threads)} busy {served} reqs"
     if view.state == State.BUSY:
         elapsed = max(0.0, now - view.request_start)
         return f"worker [{name}] busy {view.request_line} {elapsed:.1f}s"

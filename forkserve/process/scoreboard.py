@@ -23,7 +23,10 @@ Slot layout (little-endian, offsets in bytes)::
     312 queue_buckets  14 x uint64  time ready requests waited for the app, like buckets
     424 queue_sum      float64   seconds ready requests waited for the app, summed
     432 connections    4 x uint32   connections held: reading, idle, in the app, flushing
-    448 ...            free
+    448 owner          int32     a thread slot: its worker's slot index + 1 (0: a worker's own slot)
+    452 thread         uint16    a thread slot: the thread's number (1..threads)
+    454 ...            free
+    505 abort          uint8     set by the master on a thread slot: time this request out
     504 drain          uint8     set by the master before a shutdown TERM: serve the backlog first
 
 When a request ends the worker adds to its counters in place — four aligned 8-byte stores through
@@ -71,6 +74,9 @@ _BOOTED = struct.Struct("<d")
 LINE_OFFSET = 32
 BOOTED_OFFSET = 128
 DRAIN_OFFSET = 504
+ABORT_OFFSET = 505
+OWNER_OFFSET = 448
+_OWNER = struct.Struct("<iH")  # owner slot + 1, thread number
 
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
 # code // 100 -> index in STATUS_CLASSES; 0 (no response was started) and 6..9 are "other"
@@ -88,7 +94,7 @@ CONNECTIONS_OFFSET = 432
 _CONNECTIONS = struct.Struct("<4I")  # reading, idle, in the app, flushing
 CONNECTION_STATES = ("reading", "idle", "app", "flushing")
 assert COUNTERS_OFFSET % 8 == 0 and COUNTERS_OFFSET + _COUNTERS.size <= CONNECTIONS_OFFSET
-assert CONNECTIONS_OFFSET + _CONNECTIONS.size <= DRAIN_OFFSET
+assert CONNECTIONS_OFFSET + _CONNECTIONS.size <= OWNER_OFFSET and OWNER_OFFSET + _OWNER.size <= DRAIN_OFFSET
 
 
 @dataclass
@@ -137,6 +143,8 @@ class SlotView:
     request_line: str
     booted_at: float
     connections: tuple[int, int, int, int] = (0, 0, 0, 0)  # by CONNECTION_STATES
+    owner: int | None = None  # a thread slot: the slot of the worker it belongs to
+    thread: int = 0  # a thread slot: the thread's number (from 1)
 
 
 class Scoreboard:
@@ -154,10 +162,13 @@ class Scoreboard:
                 return index
         raise RuntimeError("scoreboard is full")
 
-    def claim(self, index: int, pid: int) -> None:
-        """Reset a slot for a worker about to be forked (the master, before fork)."""
+    def claim(self, index: int, pid: int, owner: int | None = None, thread: int = 0) -> None:
+        """Reset a slot for a worker about to be forked (the master, before fork); with
+        ``owner``, the slot of one of that worker's app threads."""
         offset = index * SLOT_SIZE
         self.memory[offset:offset + SLOT_SIZE] = bytes(SLOT_SIZE)
+        if owner is not None:
+            _OWNER.pack_into(self.memory, offset + OWNER_OFFSET, owner + 1, thread)
         now = time.time()
         _HEAD.pack_into(self.memory, offset, pid, State.BOOTING, 0.0, now, 0)
         _BOOTED.pack_into(self.memory, offset + BOOTED_OFFSET, now)
@@ -179,6 +190,11 @@ class Scoreboard:
         empty, and the other workers are still serving it.
         """
         _STATE.pack_into(self.memory, index * SLOT_SIZE + DRAIN_OFFSET, 1)
+
+    def ask_to_abort(self, index: int) -> None:
+        """Tell a worker which of its threads the coming timeout signal is for."""
+        _STATE.pack_into(self.memory, index * SLOT_SIZE + ABORT_OFFSET, 1)
+
     def counters(self, index: int) -> Counters:
         """One slot's request counters (a snapshot; the worker may be updating them)."""
         offset = index * SLOT_SIZE
@@ -210,9 +226,10 @@ class Scoreboard:
         line = _LINE.unpack_from(self.memory, offset + LINE_OFFSET)[0].rstrip(b"\0")
         booted = _BOOTED.unpack_from(self.memory, offset + BOOTED_OFFSET)[0]
         connections = _CONNECTIONS.unpack_from(self.memory, offset + CONNECTIONS_OFFSET)
+        owner, thread = _OWNER.unpack_from(self.memory, offset + OWNER_OFFSET)
         return SlotView(
             index, pid, State(state), start, heartbeat, requests, line.decode("latin-1"), booted,
-            connections,
+            connections, owner - 1 if owner else None, thread,
         )
 
     def slots(self) -> list[SlotView]:
@@ -284,3 +301,10 @@ class SlotWriter:
     def drain_requested(self) -> bool:
         """Did the master ask this worker to serve the listen backlog before exiting?"""
         return bool(_STATE.unpack_from(self.memory, self.offset + DRAIN_OFFSET)[0])
+
+    def take_abort(self) -> bool:
+        """A thread slot: did the master time its request out? (The flag is cleared.)"""
+        asked = bool(_STATE.unpack_from(self.memory, self.offset + ABORT_OFFSET)[0])
+        if asked:
+            _STATE.pack_into(self.memory, self.offset + ABORT_OFFSET, 0)
+        return asked

@@ -52,17 +52,29 @@ def install() -> None:
     _dump_to(stream)
 
 
-def reopen_logs() -> None:
+def reopen_logs(timeout_dump: bool = True) -> None:
     """Reopen the log files (USR1) without a moment when a dump would go to a closed file.
 
     faulthandler writes to the file descriptor it was given; the reopen closes that descriptor
     before it opens the new file. A timeout or crash dump in between would be lost (or land on
     whatever reused the number), so the dumps go to file descriptor 2 — always open, even in a
-    daemon (/dev/null) — until the new file is in place.
+    daemon (/dev/null) — until the new file is in place. (``timeout_dump`` False: a worker with
+    app threads, which has only the crash dump.)
     """
-    _dump_to(STDERR_FD)
+    if timeout_dump:
+        _dump_to(STDERR_FD)
+    else:
+        faulthandler.enable(file=STDERR_FD, all_threads=True)
     logs.reopen()
-    install()
+    if timeout_dump:
+        install()
+    else:
+        install_crash_dump()
+
+
+def install_crash_dump() -> None:
+    """Only the crash dump (a worker with app threads logs a timed-out thread's stack itself)."""
+    faulthandler.enable(file=error_log_stream(), all_threads=True)
 
 
 def _dump_to(target: IO[Any] | int) -> None:

@@ -114,6 +114,17 @@ class Master(Protocol):
 
 
 @dataclass(frozen=True)
+class ThreadStats:
+    """One app thread of a worker (threads > 1)."""
+
+    number: int
+    state: str
+    requests: int
+    current_request: str | None
+    request_age: float | None
+
+
+@dataclass(frozen=True)
 class WorkerStats:
     slot: int
     pid: int
@@ -126,6 +137,7 @@ class WorkerStats:
     heartbeat_age: float
     last_restart_reason: str | None
     connections: dict[str, int] = field(default_factory=dict)  # held by its loop, by state
+    threads: list[ThreadStats] = field(default_factory=list)  # its app threads (threads > 1)
 
 
 @dataclass(frozen=True)
@@ -152,6 +164,7 @@ class Snapshot:
     fully_booted: bool
     states: dict[str, int] = field(default_factory=dict)
     connections: dict[str, int] = field(default_factory=dict)
+    thread_states: dict[str, int] = field(default_factory=dict)
 
     @property
     def booted(self) -> int:
@@ -187,13 +200,28 @@ def rss_bytes(pid: int) -> int | None:
         return None
 
 
-def _worker_stats(view: SlotView, now: float, telemetry: Telemetry) -> WorkerStats:
-    busy = view.state == State.BUSY and view.request_start > 0
+def _busy(view: SlotView) -> bool:
+    return view.state == State.BUSY and view.request_start > 0
+
+
+def _thread_stats(view: SlotView, now: float) -> ThreadStats:
+    busy = _busy(view)
+    return ThreadStats(
+        number=view.thread,
+        state=view.state.name.lower(),
+        requests=view.requests,
+        current_request=view.request_line if busy else None,
+        request_age=max(0.0, now - view.request_start) if busy else None,
+    )
+
+
+def _worker_stats(view: SlotView, now: float, telemetry: Telemetry, threads: list[SlotView]) -> WorkerStats:
+    busy = _busy(view)
     return WorkerStats(
         slot=view.index,
         pid=view.pid,
         state=view.state.name.lower(),
-        requests=view.requests,
+        requests=view.requests + sum(thread.requests for thread in threads),
         current_request=view.request_line if busy else None,
         request_age=max(0.0, now - view.request_start) if busy else None,
         rss_bytes=rss_bytes(view.pid) if view.pid > 0 else None,
@@ -201,6 +229,7 @@ def _worker_stats(view: SlotView, now: float, telemetry: Telemetry) -> WorkerSta
         heartbeat_age=max(0.0, now - view.heartbeat) if view.heartbeat else 0.0,
         last_restart_reason=telemetry.last_restart_by_slot.get(view.index),
         connections=dict(zip(CONNECTION_STATES, view.connections, strict=True)),
+        threads=[_thread_stats(thread, now) for thread in sorted(threads, key=lambda item: item.thread)],
     )
 
 
@@ -210,10 +239,19 @@ def snapshot(master: Master) -> Snapshot:
     telemetry = master.telemetry
     scoreboard = master.scoreboard
     views = scoreboard.slots() if scoreboard is not None else []
-    workers = [_worker_stats(view, now, telemetry) for view in views if view.pid > 0]
+    threads_of: dict[int, list[SlotView]] = {}
+    for view in views:
+        if view.owner is not None:
+            threads_of.setdefault(view.owner, []).append(view)
+    workers = [_worker_stats(view, now, telemetry, threads_of.get(view.index, []))
+               for view in views if view.pid > 0 and view.owner is None]
     states = {state.name.lower(): 0 for state in _SHOWN_STATES}
+    thread_states = {state.name.lower(): 0 for state in _SHOWN_STATES}
     for worker in workers:
         states[worker.state] = states.get(worker.state, 0) + 1
+        # A worker without app threads runs the app on its one thread: its own state.
+        for state in [thread.state for thread in worker.threads] or [worker.state]:
+            thread_states[state] = thread_states.get(state, 0) + 1
     connections = dict.fromkeys(CONNECTION_STATES, 0)
     for worker in workers:
         for state, count in worker.connections.items():
@@ -235,6 +273,7 @@ def snapshot(master: Master) -> Snapshot:
         fully_booted=telemetry.fully_booted,
         states=states,
         connections=connections,
+        thread_states=thread_states,
     )
 
 
@@ -256,6 +295,7 @@ def stats_json(snap: Snapshot) -> dict[str, Any]:
         "stopping": snap.stopping,
         "target_workers": snap.target_workers,
         "workers_by_state": snap.states,
+        "threads_by_state": snap.thread_states,
         "connections_by_state": snap.connections,
         "workers": [
             {
@@ -270,6 +310,16 @@ def stats_json(snap: Snapshot) -> dict[str, Any]:
                 "heartbeat_age": round(worker.heartbeat_age, 3),
                 "last_restart_reason": worker.last_restart_reason,
                 "connections": worker.connections,
+                "threads": [
+                    {
+                        "thread": thread.number,
+                        "state": thread.state,
+                        "requests": thread.requests,
+                        "current_request": thread.current_request,
+                        "request_age": _round(thread.request_age),
+                    }
+                    for thread in worker.threads
+                ],
             }
             for worker in snap.workers
         ],
@@ -369,6 +419,9 @@ def render_prometheus(snap: Snapshot) -> str:
                "Bytes written to clients in responses, heads included.", [("", {}, totals.bytes_out)])
     out.family("forkserve_workers", "gauge", "Worker processes by state.",
                [("", {"state": state}, count) for state, count in snap.states.items()])
+    out.family("forkserve_threads", "gauge",
+               "Threads running the app, by state (a worker without app threads counts as one).",
+               [("", {"state": state}, count) for state, count in snap.thread_states.items()])
     out.family("forkserve_workers_target", "gauge", "Worker processes the master keeps running.",
                [("", {}, snap.target_workers)])
     out.family("forkserve_worker_restarts_total", "counter", "Workers replaced, by reason.",

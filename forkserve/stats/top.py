@@ -130,7 +130,8 @@ def render_frame(stats: dict[str, Any] | None, address: str, problem: str | None
     lines = [
         f"{title}  master {stats.get('master_pid')}  up {human_seconds(stats.get('uptime'))}  {readiness}",
         f"workers {states.get('idle', 0) + states.get('busy', 0)}/{stats.get('target_workers')}  "
-        + "  ".join(f"{name} {count}" for name, count in states.items()),
+        + "  ".join(f"{name} {count}" for name, count in states.items())
+        + "   threads " + "  ".join(f"{name} {count}" for name, count in stats.get("threads_by_state", {}).items()),
         f"requests {totals.get('requests', 0)}  "
         + "  ".join(f"{name} {classes.get(name, 0)}" for name in STATUS_CLASSES)
         + f"  sent {human_bytes(totals.get('bytes_out'))}",
@@ -144,14 +145,22 @@ def render_frame(stats: dict[str, Any] | None, address: str, problem: str | None
         lines.append(f"listen queue {listener.get('address')}: {queue}")
     lines += ["", WORKER_HEADER]
     for worker in stats.get("workers", []):
+        threads = worker.get("threads") or []
         current = worker.get("current_request") or ""
+        state = worker.get("state", "?")
+        if threads and state in ("idle", "busy"):
+            state = f"{sum(thread.get('state') == 'busy' for thread in threads)}/{len(threads)} busy"
         lines.append(
-            f"{worker.get('pid'):>8} {worker.get('state', '?'):<9}{worker.get('requests', 0):>9} "
+            f"{worker.get('pid'):>8} {state:<9}{worker.get('requests', 0):>9} "
             f"{human_bytes(worker.get('rss_bytes')):>8} {human_seconds(worker.get('age')):>8} "
             f"{worker.get('last_restart_reason') or '-':<13}"
             f"{_connections(worker.get('connections', {})):>15}"
             f"{human_seconds(worker.get('request_age')) if current else '':>8}  {current}"
         )
+        for thread in threads:
+            if thread.get("current_request"):
+                lines.append(f"{'':>8} thread {thread.get('thread')}: {human_seconds(thread.get('request_age'))}  "
+                             f"{thread.get('current_request')}")
     lines += ["", "q quits; refresh every second"]
     return lines
 

@@ -156,6 +156,7 @@ class Connections:
         self.pid = os.getpid()
         self.counts = [0, 0, 0, 0]
         self.stopping = False
+        self.begun = 0  # requests handed to the app: what the recycling budget counts
 
     def _set_state(self, conn: Conn, state: int, want: int) -> None:
         counts = self.counts
@@ -353,17 +354,26 @@ class Connections:
     # -- the app, and after it -----------------------------------------------------------------
 
     def _run(self, conn: Conn) -> None:
+        """The app call on the loop's own thread (``threads = 1``)."""
         if conn.closed:
             return
         self._set_state(conn, APP, 0)
+        self.begun += 1
+        outcome = None
         try:
             outcome = self.runner.run(conn)
         finally:
             self.now = time.monotonic()
-            self._end_request(conn)
+            self._complete(conn, outcome)
+
+    def _complete(self, conn: Conn, outcome: Outcome | None) -> None:
+        """The app is done with a request (here or in an app thread): flush, then what's next."""
+        self._end_request(conn)
         if conn.closed:
             return
-        if conn.sink:
+        if outcome is None:  # (an app thread failed outside the app)
+            self._close(conn)
+        elif conn.sink:
             conn.after = outcome
             self._set_state(conn, FLUSHING, _EPOLLOUT)
             self._arm(conn, self.now + self.settings.body_timeout)

@@ -29,7 +29,8 @@ from typing import Any, Protocol
 
 from forkserve.http.connection import RequestRunner
 from forkserve.process import wakeup
-from forkserve.worker.connection import IDLE, INFINITY, STOP_GRACE, Connections, FrontSettings
+from forkserve.worker.connection import APP, IDLE, INFINITY, STOP_GRACE, Connections, FrontSettings
+from forkserve.worker.threads import AppThreads
 
 error_log = logging.getLogger("forkserve.error")
 
@@ -67,13 +68,17 @@ class Front(Connections):
         control: Control,
         wakeup_fd: int,
         graceful_timeout: float,
+        pool: AppThreads | None = None,
     ) -> None:
         super().__init__(settings, builders, runner)
+        self.pool = pool
         self.listeners = listeners
         self.control = control
         self.graceful_timeout = graceful_timeout
         self.epoll = select.epoll()
         self.epoll.register(wakeup_fd, _EPOLLIN)
+        if pool is not None:
+            self.epoll.register(pool.read_fd, _EPOLLIN)
         self.watching = False  # are the listeners registered?
         self.accept_paused_until = 0.0
         self.draining = False
@@ -99,6 +104,8 @@ class Front(Connections):
         conns = self.conns
         ready = self.ready
         timers = self.timers
+        pool = self.pool
+        pool_fd = pool.read_fd if pool is not None else -1
         while True:
             now = self.now
             if now >= self.next_tick:
@@ -111,7 +118,7 @@ class Front(Connections):
             if self.stopping and not self._still_working(now):
                 return
             self._sync()
-            if ready:
+            if ready and (pool is None or pool.free):
                 timeout = 0.0
             else:
                 timeout = self.next_tick - now
@@ -129,6 +136,9 @@ class Front(Connections):
                     except Exception:  # noqa: BLE001 -- a bug costs one connection, not the worker's others
                         error_log.exception("internal error on the connection of %s; closing it", conn.peer)
                         self._close(conn)
+                elif fd == pool_fd:
+                    for conn, outcome in pool.finished():  # type: ignore[union-attr]
+                        self._complete(conn, outcome)
                 elif fd in self.listeners:
                     if not ready:
                         self._accept(fd)
@@ -137,7 +147,21 @@ class Front(Connections):
             if timers and timers[0][0] <= self.now:
                 self._expire()
             if ready:
-                self._run(ready.popleft())
+                if pool is None:
+                    self._run(ready.popleft())
+                else:
+                    self._hand_over(pool)
+
+    def _hand_over(self, pool: AppThreads) -> None:
+        """Give ready requests to free app threads, in arrival order."""
+        ready = self.ready
+        while ready and pool.free:
+            conn = ready.popleft()
+            if conn.closed:
+                continue
+            self._set_state(conn, APP, 0)
+            self.begun += 1
+            pool.hand(conn)
 
     def _still_working(self, now: float) -> bool:
         """While stopping: is there anything left to do before the worker may exit?"""

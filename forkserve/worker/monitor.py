@@ -25,11 +25,13 @@ INTERVAL = 1.0
 class WorkerMonitor(threading.Thread):
     """Refreshes the title from the slot; restarts the worker (TERM to itself) on a source change."""
 
-    def __init__(self, name: str, scoreboard: Scoreboard, slot: int, reloader: Reloader | None) -> None:
+    def __init__(self, name: str, scoreboard: Scoreboard, slot: int, reloader: Reloader | None,
+                 thread_slots: list[int] | None = None) -> None:
         super().__init__(name="forkserve-monitor", daemon=True)
         self.app_name = name
         self.scoreboard = scoreboard
         self.slot = slot
+        self.thread_slots = thread_slots or []
         self.reloader = reloader
         self.title = ""
 
@@ -39,7 +41,8 @@ class WorkerMonitor(threading.Thread):
             time.sleep(INTERVAL)
 
     def tick(self) -> None:
-        title = worker_title(self.app_name, self.scoreboard.read(self.slot), time.time())
+        threads = [self.scoreboard.read(slot) for slot in self.thread_slots]
+        title = worker_title(self.app_name, self.scoreboard.read(self.slot), time.time(), threads)
         if title != self.title:
             self.title = title
             set_title(title)
@@ -58,6 +61,6 @@ def start(worker: Any) -> WorkerMonitor:
     if config.reload:
         reloader = Reloader(config.reload_extra_files)
         reloader.changed()  # the baseline mtimes now, not whenever the thread first runs
-    monitor = WorkerMonitor(config.app_name, worker.scoreboard, worker.slot_index, reloader)
+    monitor = WorkerMonitor(config.app_name, worker.scoreboard, worker.slot_index, reloader, worker.thread_slots)
     monitor.start()
     return monitor

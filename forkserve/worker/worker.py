@@ -32,6 +32,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -51,12 +52,13 @@ from forkserve.process.hooks import HookRequest, PassesThroughHooks, call_hook
 from forkserve.process.loader import AppLoadError, load_app
 from forkserve.process.logs import error_log
 from forkserve.process.proctitle import set_title
-from forkserve.process.scoreboard import Scoreboard
+from forkserve.process.scoreboard import Scoreboard, SlotWriter
 from forkserve.process.sockets import Listener
 from forkserve.settings.registry import Config
 from forkserve.worker import monitor, reloader
 from forkserve.worker.front import Front, FrontSettings
 from forkserve.worker.recycling import MB, NO_LIMIT, RssProbe, request_limit, request_notice
+from forkserve.worker.threads import AppThreads
 
 OUTPUT_CAP = 4 * 1024 * 1024  # response bytes a connection may keep for the loop to flush
 IGNORED_SIGNALS = ("SIGHUP", "SIGUSR2", "SIGWINCH", "SIGTTIN", "SIGTTOU")
@@ -87,12 +89,17 @@ class Worker:
         control: socket.socket,
         app: Callable[..., Any] | None,
         server: Any = None,
+        thread_slots: list[int] | None = None,
     ) -> None:
         self.config = self.cfg = config  # ``cfg``: the name gunicorn's hooks use
         self.listeners = listeners
         self.scoreboard = scoreboard
         self.slot = scoreboard.writer(slot_index)
         self.slot_index = slot_index
+        self.thread_slots = thread_slots or []  # with threads > 1: one scoreboard slot per app thread
+        self.front: Front | None = None
+        self.pool: AppThreads | None = None
+        self.local = threading.local()  # per app thread: the request the hooks see
         self.control = control
         self.app = app
         self.server = server
@@ -106,7 +113,6 @@ class Worker:
         self.end_of_life = float("inf")  # time.monotonic() past which no new request is taken
         self.memory_limit = config.max_worker_memory * MB
         self.rss: RssProbe | None = None
-        self.current_request: HookRequest | None = None
         self.booted_at = time.time()
         self.abortable = False  # may INT/QUIT/timeout raise into the code running now? (_abort_once)
 
@@ -189,8 +195,13 @@ class Worker:
         self.request_notice = request_notice(self.request_limit)
         if self.memory_limit:
             self.rss = RssProbe()
-        front = self._front()
-        self.slot.ready(time.time())
+        self.front = front = self._front()
+        now = time.time()
+        for index in self.thread_slots:
+            self.scoreboard.writer(index).ready(now)
+        if self.pool is not None:
+            self.pool.start()
+        self.slot.ready(now)
         self._tell_master({"event": "ready"})
         monitor.start(self)  # process title from the scoreboard, --reload watch
         error_log.debug("worker %d ready", self.pid)
@@ -230,7 +241,10 @@ class Worker:
         for name in IGNORED_SIGNALS:
             signal.signal(getattr(signal, name), signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        stackdump.install()  # after the Python handler: the stack dump chains to it
+        if not self.thread_slots:  # (app threads: the timed-out thread's stack is logged alone)
+            stackdump.install()  # after the Python handler: the stack dump chains to it
+        else:
+            stackdump.install_crash_dump()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)  # what came meanwhile runs now
 
     def _on_term(self, signum: int, frame: Any) -> None:
@@ -246,7 +260,12 @@ class Worker:
         self.reopen_requested = True
 
     def _on_timeout(self, signum: int, frame: Any) -> None:
-        """The master timed the request out; faulthandler has already dumped every stack."""
+        """The master timed a request out. With one thread, faulthandler has already dumped
+        every stack: the request in the app is abandoned (500) and the worker stops. With app
+        threads, only the marked threads' requests are: their stacks logged, each interrupted."""
+        if self.pool is not None:
+            self.pool.abort_marked(WorkerTimeout, lambda: call_hook(self.config, "worker_abort", self))
+            return
         self.stopping = True
         self._abort_once("worker_abort", WorkerTimeout("request timed out; aborted by the master"))
 
@@ -278,23 +297,29 @@ class Worker:
             for listener in self.listeners
         }
         wants_after = config.hook("post_request") is not None or self.memory_limit > 0
-        runner = RequestRunner(
-            app=self.app,  # type: ignore[arg-type]
-            slot=self.slot,
-            keepalive=config.keepalive > 0,
-            use_sendfile=config.sendfile,
-            should_stop=self.should_stop,
-            # Each callback is installed only when something needs it: an unconfigured request pays
-            # nothing. The request id comes first, so pre_request hooks can see it.
-            before_request=before_request_hook(
-                config.request_id_header, proxy,
-                then=self._before_request if config.hook("pre_request") else None,
-            ),
-            after_request=after_request_hook(
-                config.access_log_format, logs.access_log,
-                then=self._after_request if wants_after else None,
-            ),
-        )
+
+        def runner(slot: SlotWriter) -> RequestRunner:
+            return RequestRunner(
+                app=self.app,  # type: ignore[arg-type]
+                slot=slot,
+                keepalive=config.keepalive > 0,
+                use_sendfile=config.sendfile,
+                should_stop=self.should_stop,
+                # Each callback is installed only when something needs it: an unconfigured request
+                # pays nothing. The request id comes first, so pre_request hooks can see it.
+                before_request=before_request_hook(
+                    config.request_id_header, proxy,
+                    then=self._before_request if config.hook("pre_request") else None,
+                ),
+                after_request=after_request_hook(
+                    config.access_log_format, logs.access_log,
+                    then=self._after_request if wants_after else None,
+                ),
+            )
+
+        if self.thread_slots:
+            slots = [self.scoreboard.writer(index) for index in self.thread_slots]
+            self.pool = AppThreads([runner(slot) for slot in slots], slots)
         settings = FrontSettings(
             limits=HeadLimits.from_config(config),
             header_timeout=config.header_timeout,
@@ -308,7 +333,8 @@ class Worker:
             output_cap=OUTPUT_CAP,
         )
         listeners = {listener.fileno(): listener.sock for listener in self.listeners}
-        return Front(settings, listeners, builders, runner, self, self.wakeup_read, config.graceful_timeout)
+        return Front(settings, listeners, builders, runner(self.slot), self, self.wakeup_read,
+                     config.graceful_timeout, self.pool)
 
     # -- what the loop asks of the worker (forkserve.front.Control) ----------------------------
 
@@ -332,7 +358,7 @@ class Worker:
         """True when the connection in hand must be the last (stop asked, or a recycling limit
         reached). Checked per request, with the request in hand counted, so the budget holds on
         a long keep-alive connection too."""
-        begun = self.slot.begun
+        begun = self.front.begun if self.front is not None else 0
         if begun >= self.request_notice:
             self._ask_for_replacement(begun)
         if begun >= self.request_limit or time.monotonic() >= self.end_of_life:
@@ -362,6 +388,15 @@ class Worker:
             error_log.info("worker %d reached the end of its max_worker_lifetime; exiting", self.pid)
             reason = "max_worker_lifetime"
         self._tell_master({"event": "retire", "reason": reason, "exiting": True})
+
+    @property
+    def current_request(self) -> HookRequest | None:
+        """The request the pre/post_request hooks see: the calling app thread's own."""
+        return getattr(self.local, "request", None)
+
+    @current_request.setter
+    def current_request(self, request: HookRequest | None) -> None:
+        self.local.request = request
 
     def _before_request(self, environ: dict[str, Any], response: Response, peer: str) -> None:
         self.current_request = HookRequest(environ)
@@ -394,7 +429,7 @@ class Worker:
 
     def _reopen_logs(self) -> None:
         self.reopen_requested = False
-        stackdump.reopen_logs()
+        stackdump.reopen_logs(timeout_dump=not self.thread_slots)
         error_log.info("worker %d reopened its log files", self.pid)
 
 

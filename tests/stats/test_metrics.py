@@ -31,6 +31,7 @@ FAMILY_TYPES = {
     "forkserve_request_duration_seconds": "histogram",
     "forkserve_request_queue_seconds": "histogram",
     "forkserve_connections": "gauge",
+    "forkserve_threads": "gauge",
     "forkserve_response_bytes": "counter",
     "forkserve_workers": "gauge",
     "forkserve_workers_target": "gauge",
