@@ -20,6 +20,7 @@ connection's epoll interest is changed only when it differs at the loop's next w
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -406,6 +407,8 @@ class Connections:
             self._set_state(conn, FLUSHING, EPOLLOUT)
             self._arm(conn, self.now + self.settings.body_timeout)
             return
+        if conn.transport is not None:
+            self._say_goodbye(conn)
         try:
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -415,9 +418,18 @@ class Connections:
         self._set_state(conn, LINGER, EPOLLIN)
         self._arm(conn, self.now + LINGER_SECONDS)
 
+    def _say_goodbye(self, conn: Conn) -> None:
+        """TLS: close_notify before the connection ends, best effort (the socket may be full)."""
+        closing = conn.transport.closing_bytes()  # type: ignore[union-attr]
+        if closing:
+            with contextlib.suppress(OSError):
+                conn.sock.send(closing)
+
     def _close(self, conn: Conn) -> None:
         if conn.closed:
             return
+        if conn.transport is not None and conn.state != LINGER and not conn.sink:
+            self._say_goodbye(conn)
         conn.closed = True
         self.counts[STATE_GROUP[conn.state]] -= 1
         del self.conns[conn.fd]

@@ -21,9 +21,10 @@ from forkserve.settings.registry import Config
 
 READ_SIZE = 65536
 CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
-PLAIN_HTTP_REPLY = (
-    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 49\r\nConnection: close\r\n\r\n"
-    b"400 The plain HTTP request was sent to HTTPS port\n"
+_PLAIN_HTTP_BODY = b"400 The plain HTTP request was sent to HTTPS port\n"
+PLAIN_HTTP_REPLY = (  # what nginx answers too
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+    b"Connection: close\r\n\r\n%b" % (len(_PLAIN_HTTP_BODY), _PLAIN_HTTP_BODY)
 )
 
 

@@ -72,3 +72,14 @@ class Transport:
         if self.environ is None and tls.done:
             self.environ = tls.environ()
         return data
+
+    def closing_bytes(self) -> bytes:
+        """TLS's close_notify, to send before the connection closes (a clean end for the client)."""
+        tls = self.tls
+        if tls is None or not tls.done:
+            return b""
+        try:
+            tls.ssl.unwrap()
+        except ssl.SSLError:
+            pass  # (it waits for the client's close_notify, which we do not)
+        return tls.pending_output()
