@@ -67,6 +67,8 @@ class ProxyHeaderReader:
     def feed(self, data: bytes) -> tuple[ProxiedAddress | None, bytes] | None:
         buffer = self.buffer + data
         self.buffer = buffer
+        if not buffer:
+            return None
         if buffer[:1] == b"P" and self.mode in ("v1", "auto"):
             if not V1_PREFIX.startswith(buffer[:6]):
                 return self._none(buffer)
@@ -84,12 +86,14 @@ class ProxyHeaderReader:
         return None, buffer
 
     def _v1(self, buffer: bytes) -> tuple[ProxiedAddress | None, bytes] | None:
-        end = buffer.find(b"\r\n", 0, V1_MAX)
-        if end < 0:
-            if len(buffer) >= V1_MAX or b"\n" in buffer:
-                raise ProxyProtocolError("PROXY v1 header longer than 107 bytes or not ended by CRLF")
+        newline = buffer.find(b"\n", 0, V1_MAX)
+        if newline < 0:
+            if len(buffer) >= V1_MAX:
+                raise ProxyProtocolError("PROXY v1 header longer than 107 bytes")
             return None
-        line, rest = buffer[: end + 2], buffer[end + 2:]
+        if buffer[newline - 1:newline] != b"\r":
+            raise ProxyProtocolError("PROXY v1 header not ended by CRLF")
+        line, rest = buffer[: newline + 1], buffer[newline + 1:]
         self.consumed = True
         if line.startswith(b"PROXY UNKNOWN") and (len(line) == 15 or line[13:14] == b" "):
             return None, rest
