@@ -23,7 +23,8 @@ from forkserve.http.requestid import before_request_hook
 from forkserve.process.scoreboard import Scoreboard
 from forkserve.process.sockets import Listener
 from forkserve.settings.registry import defaults
-from forkserve.worker.connection import Connections, FrontSettings
+from forkserve.worker.conn import FrontSettings
+from forkserve.worker.connection import Connections
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nConnection: close\r\n\r\n"
 KEEP_ALIVE_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"

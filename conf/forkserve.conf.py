@@ -140,6 +140,36 @@ sendfile = True
 # --request-id-header)
 request_id_header = 'X-Request-ID'
 
+# ---- TLS ---------------------------------------------------------------------------------------
+
+# PEM certificate (chain) file: serve HTTPS on every bound address. HUP makes new workers load it
+# afresh (certificate renewals); a file that does not load keeps the old workers. (command line:
+# --certfile)
+certfile = None
+
+# PEM private key file (default: the key in certfile). (command line: --keyfile)
+keyfile = None
+
+# PEM file of the certificate authorities client certificates are checked against. (command line:
+# --ca-certs)
+ca_certs = None
+
+# Client certificates: 'none' (not asked for), 'optional' (checked if sent), 'required' (mutual TLS;
+# no certificate, no connection). gunicorn's 0/1/2 work too. (command line: --cert-reqs)
+cert_reqs = 'none'
+
+# OpenSSL cipher list for TLS 1.2 (default: the ssl module's secure defaults). (command line:
+# --ciphers)
+ciphers = None
+
+# Accepted for gunicorn compatibility: the handshake always runs in the worker's loop, before the
+# request is read, without holding the worker. (command line: --do-handshake-on-connect)
+do_handshake_on_connect = False
+
+# Treat a client that closes without a TLS close_notify as a normal close (as gunicorn). (command
+# line: --suppress-ragged-eofs)
+suppress_ragged_eofs = True
+
 # ---- Proxy -------------------------------------------------------------------------------------
 
 # Peers (addresses, CIDRs, or '*') whose forwarding headers are trusted: X-Forwarded-For and the
@@ -147,6 +177,23 @@ request_id_header = 'X-Request-ID'
 # Unix-socket peers are always trusted; other peers' forwarding headers are ignored. (command line:
 # --forwarded-allow-ips)
 forwarded_allow_ips = ['127.0.0.1', '::1']
+
+# Read a PROXY protocol header (HAProxy send-proxy, an AWS NLB) from peers in proxy_allow_ips: 'v1',
+# 'v2' (required), 'auto' (either, or none), 'off'. The client address in it becomes
+# REMOTE_ADDR/REMOTE_PORT everywhere. (command line: --proxy-protocol)
+proxy_protocol = 'off'
+
+# Peers (addresses, CIDRs, or '*') allowed to send a PROXY header; a header from anyone else closes
+# the connection. Unix-socket peers are always allowed. (command line: --proxy-allow-from)
+proxy_allow_ips = ['127.0.0.1', '::1']
+
+# What the listeners speak: 'http', or 'uwsgi' for nginx's uwsgi_pass (the packets' variables become
+# the environ; peers must be in uwsgi_allow_ips). (command line: --protocol)
+protocol = 'http'
+
+# Peers (addresses, CIDRs, or '*') allowed to send uwsgi packets; unix-socket peers are always
+# allowed. (command line: --uwsgi-allow-from)
+uwsgi_allow_ips = ['127.0.0.1', '::1']
 
 # Headers (from trusted peers) that mark a request as https, with the value that does. Contradicting
 # each other they get a 400. (command line: --secure-scheme-headers)
@@ -295,4 +342,9 @@ reload_extra_files = []
 
 # on_exit(server): in the master, just before it exits. Config file only.
 # def on_exit(server):
+#     ...
+
+# ssl_context(config, default_ssl_context_factory): in each worker, returns the SSLContext to serve
+# TLS with (call the factory for forkserve's own). Config file only.
+# def ssl_context(config, default_ssl_context_factory):
 #     ...

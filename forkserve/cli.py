@@ -59,6 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         privileges.resolve(config)
     except privileges.PrivilegeError as error:
         return _fail(str(error), EXIT_USAGE)
+    from forkserve.worker.tls import check_tls
+
+    problem = check_tls(config)  # a certificate that does not load is a config error too
+    if problem is not None:
+        return _fail(problem, EXIT_USAGE)
 
     if config.check_config:
         try:

@@ -9,6 +9,7 @@ socket and fails loudly on anything malformed.
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -139,8 +140,8 @@ def send_pieces(sock: socket.socket, pieces: list[bytes], pause: float = 0.0) ->
             sock.sendall(piece)
             if pause:
                 time.sleep(pause)
-    except (BrokenPipeError, ConnectionResetError):
-        pass
+    except (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError):
+        pass  # (over TLS, the server's close shows as an EOF to the next write)
 
 
 def exchange(address: tuple[str, int] | str, data: bytes, count: int = 1, head_request: bool = False,

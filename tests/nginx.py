@@ -34,6 +34,7 @@ from requests.adapters import HTTPAdapter
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_CONF = ROOT / "conf" / "nginx.conf"
+NGINX_UWSGI_CONF = ROOT / "conf" / "nginx-uwsgi.conf"
 STATIC_PROBE = "ready.txt"
 STATIC_PROBE_TEXT = "served by nginx\n"
 
@@ -84,7 +85,7 @@ def _free_port() -> int:
 class Nginx:
     """One nginx master (plus workers) serving conf/nginx.conf from a private prefix."""
 
-    def __init__(self, prefix: Path, upstream: tuple[str, int] | str, tls: TlsFiles) -> None:
+    def __init__(self, prefix: Path, upstream: tuple[str, int] | str, tls: TlsFiles, conf: Path = NGINX_CONF) -> None:
         self.prefix = prefix
         self.upstream = upstream
         self.port = _free_port()
@@ -98,7 +99,7 @@ class Nginx:
         else:
             chosen, tcp, unix = "forkserve_unix", "127.0.0.1:9", upstream
         self.conf_path = prefix / "nginx.conf"
-        self.conf_path.write_text(render(NGINX_CONF, {
+        self.conf_path.write_text(render(conf, {
             "USER": f"{pwd.getpwuid(os.getuid()).pw_name} {grp.getgrgid(os.getgid()).gr_name}",
             "PREFIX": str(prefix),
             "LISTEN": f"127.0.0.1:{self.port}",

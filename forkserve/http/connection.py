@@ -45,6 +45,7 @@ class ReadyRequest(Protocol):
     sink: Sink
     wsgi_input: Any
     streaming: RequestBody | None  # wsgi.input when buffering is off
+    transport: Any  # TLS and PROXY state (forkserve.worker.transport), or None: plain
     connection_id: str  # "<worker pid>.<the connection's serial number in that worker>"
     head_at: float  # wall-clock time the head was complete
     ready_at: float  # wall-clock time the request (and its body) was ready for the app
@@ -111,6 +112,9 @@ class RequestRunner:
             return Outcome(False, b"", True, error.status, 0)
         environ[QUEUE_TIME_KEY] = queue_time
         environ[CONNECTION_KEY] = request.connection_id
+        transport = request.transport
+        if transport is not None and transport.environ:
+            environ.update(transport.environ)  # HTTPS, the client certificate (TLS)
 
         def decide_keep_alive() -> bool:
             return (

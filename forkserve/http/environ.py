@@ -111,7 +111,8 @@ class EnvironBuilder:
     """Builds environs for requests arriving on one listener."""
 
     def __init__(
-        self, listener: ListenerFacts, proxy: ProxyTrust, header_map: str, error_stream: ErrorStream
+        self, listener: ListenerFacts, proxy: ProxyTrust, header_map: str, error_stream: ErrorStream,
+        scheme: str = "http", multithread: bool = False,
     ) -> None:
         self.script_name = os.environ.get("SCRIPT_NAME", "").rstrip("/")
         self.proxy = proxy
@@ -121,9 +122,9 @@ class EnvironBuilder:
         self._hosts: dict[bytes, tuple[str, str]] = {}  # Host header -> (SERVER_NAME, SERVER_PORT)
         self.base: dict[str, Any] = {
             "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "http",
+            "wsgi.url_scheme": scheme,
             "wsgi.errors": error_stream,
-            "wsgi.multithread": False,
+            "wsgi.multithread": multithread,
             "wsgi.multiprocess": True,
             "wsgi.run_once": False,
             "wsgi.input_terminated": True,

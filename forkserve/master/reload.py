@@ -37,6 +37,7 @@ from forkserve.process.loader import AppLoadError, library_roots, load_app, prep
 from forkserve.process.logs import error_log
 from forkserve.settings.registry import Config
 from forkserve.settings.resolve import UsageError, resolve
+from forkserve.worker.tls import check_tls
 
 if TYPE_CHECKING:
     from forkserve.master.events import Events
@@ -175,6 +176,11 @@ class Reload:
             return
         for warning in new.warnings:
             error_log.warning(warning)
+        problem = check_tls(new)  # e.g. a renewed certificate that does not match its key
+        if problem is not None:
+            logs.setup(old)
+            error_log.error("reload failed: %s; the current workers keep serving", problem)
+            return
         previous_cwd = os.getcwd()
         try:
             os.chdir(master.launch_cwd)  # a relative chdir/pythonpath means what it meant at start

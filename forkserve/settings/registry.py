@@ -23,6 +23,7 @@ SECTIONS = (
     "Server socket",
     "Workers",
     "HTTP",
+    "TLS",
     "Proxy",
     "Logging",
     "Process",
@@ -92,6 +93,8 @@ HOOKS: dict[str, tuple[int, str]] = {
     "worker_exit": (2, "worker_exit(server, worker): in the worker, just before it exits."),
     "nworkers_changed": (3, "nworkers_changed(server, new_value, old_value): the worker count changed."),
     "on_exit": (1, "on_exit(server): in the master, just before it exits."),
+    "ssl_context": (2, ("ssl_context(config, default_ssl_context_factory): in each worker, returns the "
+                       "SSLContext to serve TLS with (call the factory for forkserve's own).")),
 }
 
 DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
@@ -221,6 +224,30 @@ def _settings() -> list[Setting]:
           "Response header echoing the request id (taken from a trusted peer's header of that name "
           "or generated; the app sees it as environ['forkserve.request_id']). Empty to not echo it.",
           ("--request-id-header",), "NAME"),
+        # -- TLS (gunicorn's names and meanings)
+        s("certfile", "TLS", None, v.optional_string,
+          "PEM certificate (chain) file: serve HTTPS on every bound address. HUP makes new workers "
+          "load it afresh (certificate renewals); a file that does not load keeps the old workers.",
+          ("--certfile",), "FILE"),
+        s("keyfile", "TLS", None, v.optional_string,
+          "PEM private key file (default: the key in certfile).", ("--keyfile",), "FILE"),
+        s("ca_certs", "TLS", None, v.optional_string,
+          "PEM file of the certificate authorities client certificates are checked against.",
+          ("--ca-certs",), "FILE"),
+        s("cert_reqs", "TLS", "none", v.cert_reqs,
+          "Client certificates: 'none' (not asked for), 'optional' (checked if sent), 'required' "
+          "(mutual TLS; no certificate, no connection). gunicorn's 0/1/2 work too.",
+          ("--cert-reqs",), "WHEN"),
+        s("ciphers", "TLS", None, v.optional_string,
+          "OpenSSL cipher list for TLS 1.2 (default: the ssl module's secure defaults).",
+          ("--ciphers",), "CIPHERS"),
+        s("do_handshake_on_connect", "TLS", False, v.boolean,
+          "Accepted for gunicorn compatibility: the handshake always runs in the worker's loop, "
+          "before the request is read, without holding the worker.",
+          ("--do-handshake-on-connect",), kind="flag"),
+        s("suppress_ragged_eofs", "TLS", True, v.boolean,
+          "Treat a client that closes without a TLS close_notify as a normal close (as gunicorn).",
+          ("--suppress-ragged-eofs",), kind="flag"),
         # -- Proxy
         s("forwarded_allow_ips", "Proxy", ["127.0.0.1", "::1"], v.address_list,
           "Peers (addresses, CIDRs, or '*') whose forwarding headers are trusted: X-Forwarded-For "
@@ -228,6 +255,22 @@ def _settings() -> list[Setting]:
           "Forwarded (for=, proto=). Unix-socket peers are always trusted; other peers' forwarding "
           "headers are ignored.",
           ("--forwarded-allow-ips",), "IPS"),
+        s("proxy_protocol", "Proxy", "off", v.proxy_protocol,
+          "Read a PROXY protocol header (HAProxy send-proxy, an AWS NLB) from peers in "
+          "proxy_allow_ips: 'v1', 'v2' (required), 'auto' (either, or none), 'off'. The client "
+          "address in it becomes REMOTE_ADDR/REMOTE_PORT everywhere.",
+          ("--proxy-protocol",), "MODE"),
+        s("proxy_allow_ips", "Proxy", ["127.0.0.1", "::1"], v.address_list,
+          "Peers (addresses, CIDRs, or '*') allowed to send a PROXY header; a header from anyone "
+          "else closes the connection. Unix-socket peers are always allowed.",
+          ("--proxy-allow-from",), "IPS"),
+        s("protocol", "Proxy", "http", v.choice("http", "uwsgi"),
+          "What the listeners speak: 'http', or 'uwsgi' for nginx's uwsgi_pass (the packets' "
+          "variables become the environ; peers must be in uwsgi_allow_ips).",
+          ("--protocol",), "PROTOCOL"),
+        s("uwsgi_allow_ips", "Proxy", ["127.0.0.1", "::1"], v.address_list,
+          "Peers (addresses, CIDRs, or '*') allowed to send uwsgi packets; unix-socket peers "
+          "are always allowed.", ("--uwsgi-allow-from",), "IPS"),
         s("secure_scheme_headers", "Proxy",
           {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"},
           v.header_mapping,

@@ -208,3 +208,24 @@ def address_list(value: Any) -> list[str]:
         except ValueError:
             raise ValueError(f"expected IP addresses, CIDR networks or '*', got '{item}'") from None
     return items
+
+
+def cert_reqs(value: Any) -> str:
+    """none/optional/required, or gunicorn's numbers (the ssl module's CERT_* values 0, 1, 2)."""
+    names = ("none", "optional", "required")
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2:
+        return names[value]
+    if isinstance(value, str) and value.strip().isdigit() and int(value) <= 2:
+        return names[int(value)]
+    return choice(*names)(value)
+
+
+def proxy_protocol(value: Any) -> str:
+    """off/v1/v2/auto; gunicorn's boolean means 'auto' when true (a header is used if sent)."""
+    if isinstance(value, bool):
+        return "auto" if value else "off"
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1"):
+        return "auto"
+    if isinstance(value, str) and value.strip().lower() in ("false", "no", "0"):
+        return "off"
+    return choice("off", "v1", "v2", "auto")(value)

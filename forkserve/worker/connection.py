@@ -20,122 +20,47 @@ connection's epoll interest is changed only when it differs at the loop's next w
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
 import os
-import select
 import socket
-import struct
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 from forkserve.http.body import CONTINUE, BodyDecoder, RequestBody
 from forkserve.http.connection import Outcome, RequestRunner, log_refusal, send_quietly
 from forkserve.http.errors import ClientDisconnected, ClientTimeout, HttpError, error_reply
-from forkserve.http.head import RECV_SIZE, HeadLimits, HeadReader, RequestHead
+from forkserve.http.head import RECV_SIZE, RequestHead
 from forkserve.http.spool import EMPTY_INPUT, BodySpool
+from forkserve.http.uwsgi import UwsgiError, UwsgiReader
+from forkserve.worker.conn import (
+    APP,
+    BODY,
+    EPOLL_PROBLEM,
+    EPOLLIN,
+    EPOLLOUT,
+    FLUSHING,
+    IDLE,
+    INFINITY,
+    LINGER,
+    LINGER_SECONDS,
+    READING,
+    READY,
+    STAMP_SPACE,
+    STATE_GROUP,
+    STOP_GRACE,
+    TIMESPEC,
+    Conn,
+    FrontSettings,
+)
 from forkserve.worker.outbound import Outbound
+from forkserve.worker.tls import TlsSocket
+from forkserve.worker.transport import Transport, TransportError
 
 error_log = logging.getLogger("forkserve.error")
-
-READING, IDLE, BODY, READY, APP, FLUSHING, LINGER = range(7)
-# The scoreboard's four connection counts: reading, idle, in the app (or waiting for it), flushing
-_GROUP = (0, 1, 0, 2, 2, 3, 0)
-INFINITY = float("inf")
-STOP_GRACE = 0.1  # an idle connection's grace for a request on its way when the worker stops
-LINGER_SECONDS = 2.0
-_TIMESPEC = struct.Struct("qq")
-_STAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
-_EPOLLIN = select.EPOLLIN
-_EPOLLOUT = select.EPOLLOUT
-_PROBLEM = select.EPOLLERR | select.EPOLLHUP
-
-
-@dataclass(frozen=True)
-class FrontSettings:
-    """The worker's settings the loop needs, resolved once."""
-
-    limits: HeadLimits
-    header_timeout: float
-    body_timeout: float
-    keepalive: float
-    worker_connections: int
-    request_buffering: bool
-    buffer_memory: int
-    tmp_dir: str | None
-    body_limit: int
-    output_cap: int
-
-
-class Conn:
-    """One client connection held by the loop, and the request it is on."""
-
-    __slots__ = (
-        "after",
-        "arrived",
-        "builder",
-        "closed",
-        "connection_id",
-        "deadline",
-        "decoder",
-        "fd",
-        "head",
-        "head_at",
-        "leftover",
-        "mask",
-        "reader",
-        "ready_at",
-        "registered",
-        "remote_addr",
-        "remote_port",
-        "scheduling",
-        "sink",
-        "sock",
-        "spool",
-        "state",
-        "streaming",
-        "timer_at",
-        "want",
-        "wsgi_input",
-    )
-
-    def __init__(self, sock: socket.socket, peer: Any, builder: Any, limits: HeadLimits, sink: Outbound,
-                 connection_id: str) -> None:
-        self.sock = sock
-        self.connection_id = connection_id
-        self.fd = sock.fileno()
-        if type(peer) is tuple:
-            self.remote_addr, self.remote_port = str(peer[0]), str(peer[1])
-        else:
-            self.remote_addr = self.remote_port = ""
-        self.builder = builder
-        self.sink = sink
-        self.reader = HeadReader(limits)
-        self.state = READING
-        self.closed = False
-        self.registered = False
-        self.mask = 0
-        self.want = 0
-        self.deadline = INFINITY
-        self.timer_at = INFINITY  # the deadline of its earliest heap entry
-        self.scheduling = False  # waiting in Connections.unscheduled for a heap entry
-        self.head: RequestHead | None = None
-        self.head_at = self.ready_at = 0.0
-        self.arrived = 0.0  # wall-clock arrival of the last bytes read (kernel stamp), 0 if unknown
-        self.leftover = b""
-        self.decoder: BodyDecoder | None = None
-        self.spool: BodySpool | None = None
-        self.streaming: RequestBody | None = None
-        self.wsgi_input: Any = EMPTY_INPUT
-        self.after: Outcome | None = None
-
-    @property
-    def peer(self) -> str:
-        return f"{self.remote_addr}:{self.remote_port}" if self.remote_addr else "unix socket peer"
-
 
 class Connections:
     """Every connection a worker holds, and the moves between states. The loop (Front) adds
@@ -160,8 +85,8 @@ class Connections:
 
     def _set_state(self, conn: Conn, state: int, want: int) -> None:
         counts = self.counts
-        counts[_GROUP[conn.state]] -= 1
-        counts[_GROUP[state]] += 1
+        counts[STATE_GROUP[conn.state]] -= 1
+        counts[STATE_GROUP[state]] += 1
         conn.state = state
         if want != conn.want:
             conn.want = want
@@ -220,7 +145,7 @@ class Connections:
             self._flush(conn)
         elif state in (READING, IDLE, BODY, LINGER):
             self._read(conn)
-        elif mask & _PROBLEM and state == READY:
+        elif mask & EPOLL_PROBLEM and state == READY:
             self._close(conn)  # the client reset the connection; its request is dropped
 
     # -- accepting -----------------------------------------------------------------------------
@@ -231,18 +156,50 @@ class Connections:
         conn = Conn(sock, peer, self.builders[listener_fd], settings.limits,
                     Outbound(sock, settings.output_cap, settings.body_timeout, self.runner.waits),
                     f"{self.pid}.{next(self.serials)}")
+        if settings.transports and not self._set_up_transport(conn):
+            return
         self.conns[conn.fd] = conn
-        self.counts[_GROUP[READING]] += 1
-        conn.want = _EPOLLIN
+        self.counts[STATE_GROUP[READING]] += 1
+        conn.want = EPOLLIN
         self.dirty.append(conn)
         self._arm(conn, self.now + settings.header_timeout)
         self._read(conn)
+
+    def _set_up_transport(self, conn: Conn) -> bool:
+        """TLS, a PROXY header, or uwsgi packets on this connection; False if it was refused."""
+        settings = self.settings
+        if settings.protocol == "uwsgi":
+            assert settings.uwsgi_trust is not None
+            if not settings.uwsgi_trust.trusts(conn.remote_addr):
+                error_log.info("closed the connection from %s: not in uwsgi_allow_ips", conn.peer)
+                conn.sock.close()
+                return False
+            conn.reader = UwsgiReader(settings.limits.head_size)  # type: ignore[assignment]
+        if settings.tls is not None or settings.proxy_protocol != "off":
+            trust = settings.proxy_trust
+            allowed = trust is not None and trust.trusts(conn.remote_addr)
+            conn.transport = Transport(settings.proxy_protocol, allowed, settings.tls)
+            if conn.transport.tls is not None:
+                conn.sink.tls = conn.transport.tls
+        return True
+
+    def _end_transport(self, conn: Conn, error: Exception) -> None:
+        """A refused PROXY header, TLS handshake or uwsgi packet: one info line, then the end
+        (after a plain-HTTP client's 400, a linger so it is not reset away)."""
+        error_log.info("closed the connection from %s: %s", conn.peer, error)
+        reply = getattr(error, "reply", b"")
+        if reply:
+            conn.sink.tls = None
+            send_quietly(conn.sink, reply)
+            self._linger(conn)
+        else:
+            self._close(conn)
 
     # -- reading -------------------------------------------------------------------------------
 
     def _read(self, conn: Conn) -> None:
         try:
-            data, stamp, _, _ = conn.sock.recvmsg(RECV_SIZE, _STAMP_SPACE)
+            data, stamp, _, _ = conn.sock.recvmsg(RECV_SIZE, STAMP_SPACE)
         except BlockingIOError:
             return
         except OSError:
@@ -254,10 +211,18 @@ class Connections:
             self._close(conn)
             return
         if stamp:  # when these bytes reached the kernel (TCP): the app may have been busy then
-            seconds, nanoseconds = _TIMESPEC.unpack(stamp[0][2])
+            seconds, nanoseconds = TIMESPEC.unpack(stamp[0][2])
             conn.arrived = seconds + nanoseconds * 1e-9
         else:
             conn.arrived = 0.0
+        if conn.transport is not None:
+            try:
+                data = conn.transport.unwrap(conn, data)
+            except (TransportError, ClientDisconnected) as error:
+                self._end_transport(conn, error)
+                return
+            if not data:
+                return
         state = conn.state
         if state == BODY:
             self._body_data(conn, data)
@@ -270,10 +235,13 @@ class Connections:
         except HttpError as error:
             self._refuse(conn, error)
             return
+        except UwsgiError as error:  # a proxy's malformed packet: no HTTP reply on this protocol
+            self._end_transport(conn, TransportError(str(error)))
+            return
         if head is not None:
             self._head_complete(conn, head)
         elif conn.state == IDLE:  # the first bytes of the next request: its head deadline starts
-            self._set_state(conn, READING, _EPOLLIN)
+            self._set_state(conn, READING, EPOLLIN)
             self._arm(conn, self.now + self.settings.header_timeout)
 
     def _head_complete(self, conn: Conn, head: RequestHead) -> None:
@@ -291,8 +259,10 @@ class Connections:
             return
         decoder = BodyDecoder(length, head.chunked, limit)
         if not settings.request_buffering:  # the app reads (and decodes) the body as it comes
-            conn.streaming = RequestBody(conn.sock, settings.body_timeout, decoder, head.expect_continue,
-                                         self.runner.waits, head.leftover)
+            tls = conn.transport.tls if conn.transport is not None else None
+            source = conn.sock if tls is None else TlsSocket(conn.sock, tls)
+            conn.streaming = RequestBody(source, settings.body_timeout, decoder,  # type: ignore[arg-type]
+                                         head.expect_continue, self.runner.waits, head.leftover)
             conn.wsgi_input = conn.streaming
             self._make_ready(conn, conn.head_at)
             return
@@ -314,7 +284,7 @@ class Connections:
         conn.spool = BodySpool(settings.buffer_memory, settings.tmp_dir)
         if self._spool(conn, first):
             return
-        self._set_state(conn, BODY, _EPOLLIN)
+        self._set_state(conn, BODY, EPOLLIN)
         self._arm(conn, self.now + settings.body_timeout)
 
     def _body_data(self, conn: Conn, data: bytes) -> None:
@@ -375,7 +345,7 @@ class Connections:
             self._close(conn)
         elif conn.sink:
             conn.after = outcome
-            self._set_state(conn, FLUSHING, _EPOLLOUT)
+            self._set_state(conn, FLUSHING, EPOLLOUT)
             self._arm(conn, self.now + self.settings.body_timeout)
         else:
             self._after_response(conn, outcome)
@@ -401,7 +371,7 @@ class Connections:
         conn.head = None
         conn.leftover = b""
         conn.after = None
-        self._set_state(conn, IDLE, _EPOLLIN)
+        self._set_state(conn, IDLE, EPOLLIN)
         grace = STOP_GRACE if self.stopping else self.settings.keepalive
         self._arm(conn, self.now + grace)
         if leftover:
@@ -434,23 +404,34 @@ class Connections:
         """Half-close, and read off what the client still sends, so our reply is not reset away."""
         if conn.sink:  # the reply first
             conn.after = Outcome(False, b"", True, 0, 0)
-            self._set_state(conn, FLUSHING, _EPOLLOUT)
+            self._set_state(conn, FLUSHING, EPOLLOUT)
             self._arm(conn, self.now + self.settings.body_timeout)
             return
+        if conn.transport is not None:
+            self._say_goodbye(conn)
         try:
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
             self._close(conn)
             return
         self._end_request(conn)
-        self._set_state(conn, LINGER, _EPOLLIN)
+        self._set_state(conn, LINGER, EPOLLIN)
         self._arm(conn, self.now + LINGER_SECONDS)
+
+    def _say_goodbye(self, conn: Conn) -> None:
+        """TLS: close_notify before the connection ends, best effort (the socket may be full)."""
+        closing = conn.transport.closing_bytes()  # type: ignore[union-attr]
+        if closing:
+            with contextlib.suppress(OSError):
+                conn.sock.send(closing)
 
     def _close(self, conn: Conn) -> None:
         if conn.closed:
             return
+        if conn.transport is not None and conn.state != LINGER and not conn.sink:
+            self._say_goodbye(conn)
         conn.closed = True
-        self.counts[_GROUP[conn.state]] -= 1
+        self.counts[STATE_GROUP[conn.state]] -= 1
         del self.conns[conn.fd]
         conn.sink.discard()
         self._end_request(conn)

@@ -29,7 +29,8 @@ from typing import Any, Protocol
 
 from forkserve.http.connection import RequestRunner
 from forkserve.process import wakeup
-from forkserve.worker.connection import APP, IDLE, INFINITY, STOP_GRACE, Connections, FrontSettings
+from forkserve.worker.conn import APP, IDLE, INFINITY, STOP_GRACE, FrontSettings
+from forkserve.worker.connection import Connections
 from forkserve.worker.threads import AppThreads
 
 error_log = logging.getLogger("forkserve.error")

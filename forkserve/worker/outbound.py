@@ -19,6 +19,7 @@ from collections import deque
 from forkserve.http.errors import ClientDisconnected
 from forkserve.http.response import ClientTooSlow
 from forkserve.http.waiting import ClientWaits
+from forkserve.worker.tls import TlsStream
 
 SENDFILE_CHUNK = 1 << 30
 
@@ -37,10 +38,12 @@ class FileSpan:
 class Outbound:
     """The :class:`~forkserve.http.response.Sink` of one connection (its socket non-blocking)."""
 
-    __slots__ = ("cap", "pending", "queue", "send_timeout", "sock", "waits")
+    __slots__ = ("cap", "pending", "queue", "send_timeout", "sock", "tls", "waits")
 
-    def __init__(self, sock: socket.socket, cap: int, send_timeout: float, waits: ClientWaits | None) -> None:
+    def __init__(self, sock: socket.socket, cap: int, send_timeout: float, waits: ClientWaits | None,
+                 tls: TlsStream | None = None) -> None:
         self.sock = sock
+        self.tls = tls  # set: application bytes are encrypted on their way in
         self.cap = cap
         self.send_timeout = send_timeout
         self.waits = waits
@@ -53,6 +56,12 @@ class Outbound:
 
     def send(self, data: bytes) -> None:
         """Send now what the client takes; keep the rest. Waits only past the cap."""
+        if self.tls is not None:
+            data = self.tls.encrypt(data)
+        self.send_raw(data)
+
+    def send_raw(self, data: bytes) -> None:
+        """``send`` for bytes already as they go on the wire (TLS records, a plain-HTTP refusal)."""
         if not self.queue:
             try:
                 sent = self.sock.send(data)
@@ -69,7 +78,17 @@ class Outbound:
             self._wait_until_below(self.cap)
 
     def sendfile(self, fd: int, offset: int, length: int) -> None:
-        """Queue part of a regular file (sent with os.sendfile); the caller may close ``fd``."""
+        """Queue part of a regular file (sent with os.sendfile); the caller may close ``fd``.
+        Over TLS the file is read and encrypted instead (sendfile would send it in the clear)."""
+        if self.tls is not None:
+            end = offset + length
+            while offset < end:
+                chunk = os.pread(fd, min(end - offset, 1 << 18), offset)
+                if not chunk:
+                    raise ClientDisconnected("the file being sent became shorter")
+                self.send(chunk)
+                offset += len(chunk)
+            return
         self.queue.append(FileSpan(os.dup(fd), offset, offset + length))
         self.flush()
 

@@ -39,12 +39,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, NoReturn
 
-from forkserve.http.accesslog import after_request_hook
-from forkserve.http.connection import RequestRunner
-from forkserve.http.environ import EnvironBuilder, ErrorStream
-from forkserve.http.head import HeadLimits
-from forkserve.http.proxy import ProxyTrust
-from forkserve.http.requestid import before_request_hook
 from forkserve.http.response import Response
 from forkserve.process import logs, privileges, stackdump
 from forkserve.process.exits import EXIT_BOOT_FAILED, EXIT_FAILURE, EXIT_OK
@@ -52,11 +46,12 @@ from forkserve.process.hooks import HookRequest, PassesThroughHooks, call_hook
 from forkserve.process.loader import AppLoadError, load_app
 from forkserve.process.logs import error_log
 from forkserve.process.proctitle import set_title
-from forkserve.process.scoreboard import Scoreboard, SlotWriter
+from forkserve.process.scoreboard import Scoreboard
 from forkserve.process.sockets import Listener
 from forkserve.settings.registry import Config
 from forkserve.worker import monitor, reloader
-from forkserve.worker.front import Front, FrontSettings
+from forkserve.worker.assembly import build_front
+from forkserve.worker.front import Front
 from forkserve.worker.recycling import MB, NO_LIMIT, RssProbe, request_limit, request_notice
 from forkserve.worker.threads import AppThreads
 
@@ -195,7 +190,11 @@ class Worker:
         self.request_notice = request_notice(self.request_limit)
         if self.memory_limit:
             self.rss = RssProbe()
-        self.front = front = self._front()
+        try:
+            front = self._front()
+        except (OSError, ValueError, TypeError) as error:  # e.g. a TLS certificate that will not load
+            self._report_boot_failure(f"cannot set up serving: {error}")
+            return EXIT_BOOT_FAILED
         now = time.time()
         for index in self.thread_slots:
             self.scoreboard.writer(index).ready(now)
@@ -288,53 +287,10 @@ class Worker:
     # -- serving -----------------------------------------------------------------------------
 
     def _front(self) -> Front:
-        """The loop, and the runner it hands ready requests to, built once per worker."""
-        config = self.config
-        proxy = ProxyTrust(config.forwarded_allow_ips, config.secure_scheme_headers)
-        errors = ErrorStream()
-        builders = {
-            listener.fileno(): EnvironBuilder(listener, proxy, config.header_map, errors)
-            for listener in self.listeners
-        }
-        wants_after = config.hook("post_request") is not None or self.memory_limit > 0
-
-        def runner(slot: SlotWriter) -> RequestRunner:
-            return RequestRunner(
-                app=self.app,  # type: ignore[arg-type]
-                slot=slot,
-                keepalive=config.keepalive > 0,
-                use_sendfile=config.sendfile,
-                should_stop=self.should_stop,
-                # Each callback is installed only when something needs it: an unconfigured request
-                # pays nothing. The request id comes first, so pre_request hooks can see it.
-                before_request=before_request_hook(
-                    config.request_id_header, proxy,
-                    then=self._before_request if config.hook("pre_request") else None,
-                ),
-                after_request=after_request_hook(
-                    config.access_log_format, logs.access_log,
-                    then=self._after_request if wants_after else None,
-                ),
-            )
-
-        if self.thread_slots:
-            slots = [self.scoreboard.writer(index) for index in self.thread_slots]
-            self.pool = AppThreads([runner(slot) for slot in slots], slots)
-        settings = FrontSettings(
-            limits=HeadLimits.from_config(config),
-            header_timeout=config.header_timeout,
-            body_timeout=config.body_timeout,
-            keepalive=config.keepalive,
-            worker_connections=config.worker_connections,
-            request_buffering=config.request_buffering,
-            buffer_memory=config.request_buffer_size,
-            tmp_dir=config.worker_tmp_dir,
-            body_limit=config.limit_request_body,
-            output_cap=OUTPUT_CAP,
-        )
-        listeners = {listener.fileno(): listener.sock for listener in self.listeners}
-        return Front(settings, listeners, builders, runner(self.slot), self, self.wakeup_read,
-                     config.graceful_timeout, self.pool)
+        """The loop, and the runner(s) it hands ready requests to, built once per worker."""
+        self.front = front = build_front(self, OUTPUT_CAP)
+        self.pool = front.pool
+        return front
 
     # -- what the loop asks of the worker (forkserve.front.Control) ----------------------------
 
@@ -398,11 +354,11 @@ class Worker:
     def current_request(self, request: HookRequest | None) -> None:
         self.local.request = request
 
-    def _before_request(self, environ: dict[str, Any], response: Response, peer: str) -> None:
+    def before_request(self, environ: dict[str, Any], response: Response, peer: str) -> None:
         self.current_request = HookRequest(environ)
         call_hook(self.config, "pre_request", self, self.current_request)
 
-    def _after_request(self, environ: dict[str, Any], response: Response, started: float) -> None:
+    def after_request(self, environ: dict[str, Any], response: Response, started: float) -> None:
         if self.config.hook("post_request") is not None:
             request = self.current_request
             if request is None or request.environ is not environ:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -43,8 +44,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Server, free_port
+from conftest import ROOT, Server, free_port, wait_for
 from http_wire import WireReader, send_pieces
+from tlscerts import make_authority
 
 CORPUS = ROOT / "tests" / "requests"
 CHUNKINGS = ("whole", "bytes", "lines")
@@ -105,6 +107,14 @@ class Case:
         assert not unknown, f"{path.name}: unknown expect keys {unknown}"
         if mode == "streaming":
             expect.update(overrides)
+        environ = dict(expect.get("environ", {}))
+        if mode == "tls" and "wsgi.url_scheme" in environ:
+            environ["wsgi.url_scheme"] = "https"
+        if mode == "tls" and environ.get("SERVER_PORT") == "80":
+            environ["SERVER_PORT"] = "443"  # the scheme's default port
+        if mode == "proxy" and "REMOTE_ADDR" in environ:
+            environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = "203.0.113.7", "5555"
+        expect["environ"] = environ
         chunkings = tuple(data.get("chunkings", CHUNKINGS))
         assert set(chunkings) <= set(CHUNKINGS), f"{path.name}: bad chunkings {chunkings}"
         return cls(
@@ -129,18 +139,28 @@ _FRAMING = re.compile(rb"content-length|transfer-encoding", re.IGNORECASE)
 
 
 def _modes(path: Path) -> tuple[str, ...]:
-    """Every case runs with request buffering on (the default); a case with a body also with it
-    off (``[expect.streaming]`` says what differs: e.g. a bad body is found before the app is
-    called, or while it reads)."""
-    return ("buffered", "streaming") if _FRAMING.search(Case.load(path).request) else ("buffered",)
+    """Every case runs with request buffering on (the default), over TLS, and behind a PROXY v1
+    header; a case with a body also with buffering off (``[expect.streaming]`` says what
+    differs: e.g. a bad body is found before the app is called, or while it reads)."""
+    body = ("streaming",) if _FRAMING.search(Case.load(path).request) else ()
+    return ("buffered", *body, "tls", "proxy")
+
+
+# TLS and PROXY runs take one chunking each, to keep the suite's time: over TLS a record per line
+# (heads split across records and reads); behind PROXY a byte per send (the header split too).
+MODE_CHUNKINGS = {"tls": ("lines",), "proxy": ("bytes",)}
+PROXY_LINE = b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\n"
 
 
 PARAMS = [
-    pytest.param(path, chunking, mode, id=f"{path.stem}-{chunking}" + ("" if mode == "buffered" else "-streaming"))
+    pytest.param(path, chunking, mode, id=f"{path.stem}-{chunking}" + ("" if mode == "buffered" else f"-{mode}"))
     for path in CASES
     for mode in _modes(path)
     for chunking in Case.load(path).chunkings
+    if chunking in MODE_CHUNKINGS.get(mode, CHUNKINGS)
 ]
+
+
 @pytest.fixture(scope="module")
 def corpus_servers(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One server per buffering mode, started when first needed."""
@@ -162,15 +182,42 @@ def _start_corpus_server(tmp_path_factory: pytest.TempPathFactory, mode: str) ->
     hits = tmp_path_factory.mktemp("corpus") / "hits.jsonl"
     hits.touch()
     port = free_port()
-    extra = ["--no-request-buffering"] if mode == "streaming" else []
+    extra = {"streaming": ["--no-request-buffering"], "proxy": ["--proxy-protocol", "v1"]}.get(mode, [])
+    if mode == "tls":
+        pair = make_authority(tmp_path_factory.mktemp("corpus-ca")).issue("server", "localhost")
+        extra = ["--certfile", str(pair.cert), "--keyfile", str(pair.key)]
     server = Server(["-b", f"127.0.0.1:{port}", *extra, *SERVER_ARGS], env={"FORKSERVE_TEST_HITS": str(hits)},
                     address=("127.0.0.1", port))
     try:
-        server.wait_ready()
+        wait_for(lambda: _probe(server, mode), 15, message=f"the {mode} corpus server")
     except BaseException:
         server.stop()
         raise
     return server, hits
+
+
+def _connect(server: Server, mode: str) -> socket.socket:
+    sock = socket.create_connection(server.address, timeout=10)  # type: ignore[arg-type]
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if mode == "proxy":
+        sock.sendall(PROXY_LINE)
+    if mode == "tls":
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context.wrap_socket(sock)
+    return sock
+
+
+def _probe(server: Server, mode: str) -> bool:
+    if server.process.poll() is not None:
+        raise AssertionError(f"forkserve exited with {server.process.returncode}:\n{server.log()}")
+    try:
+        with _connect(server, mode) as sock:
+            sock.sendall(PROBE.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+            return sock.recv(16).startswith(b"HTTP/1.")
+    except OSError:
+        return False
 
 
 def _hit_lines(path: Path) -> list[str]:
@@ -190,9 +237,8 @@ def test_request_case(corpus_servers: Any, path: Path, chunking: str, mode: str)
     hits_before = len(_hit_lines(hits_file))
     log_before = len(server.log())
 
-    with socket.create_connection(server.address, timeout=10) as sock:  # type: ignore[arg-type]
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client_port = sock.getsockname()[1]
+    with _connect(server, mode) as sock:
+        client = "203.0.113.7:5555" if mode == "proxy" else f"127.0.0.1:{sock.getsockname()[1]}"
         send_pieces(sock, split(case.request, chunking), pause=0.001 if chunking == "lines" else 0.0)
         reader = WireReader(sock, timeout=10)
         responses = []
@@ -229,13 +275,13 @@ def test_request_case(corpus_servers: Any, path: Path, chunking: str, mode: str)
         for key in case.absent:
             assert key not in environ, f"{key} should be absent, is {environ[key]!r}"
 
-    log = _log_since(server, log_before, [r.status for r in responses if r.status >= 400], client_port)
+    log = _log_since(server, log_before, [r.status for r in responses if r.status >= 400], client)
     assert "Traceback" not in log, log
 
 
-def _log_since(server: Server, offset: int, refusals: list[int], port: int) -> str:
+def _log_since(server: Server, offset: int, refusals: list[int], client: str) -> str:
     """The server's log written since ``offset``, once every refusal's info line is in it."""
-    expected = [f"[INFO] refused request from 127.0.0.1:{port}: {status} " for status in refusals
+    expected = [f"[INFO] refused request from {client}: {status} " for status in refusals
                 if status != 500]
 
     deadline = time.monotonic() + 5

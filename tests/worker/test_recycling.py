@@ -28,7 +28,7 @@ def recycle_under_load(start_server, *options: str) -> str:
         wait_for(lambda: not set(first) & set(server.workers()) or load.failures, 30,
                  message="both first workers to be recycled")
         load.wait_ok(20)
-    assert load.failures == []
+    assert load.failures == [], (load.failures, server.log())
     lines = server.log().splitlines()
     for pid in first:  # a replacement boots after the worker asks to go and before it exits
         asked = next(i for i, line in enumerate(lines) if f"worker {pid} is being recycled" in line)
