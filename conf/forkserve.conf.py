@@ -277,7 +277,8 @@ reload_extra_files = []
 # def pre_request(worker, req):
 #     ...
 
-# post_request(worker, req, environ, resp): in the worker, after the response. Config file only.
+# post_request(worker, req, environ, resp): in the worker, after the response (as in gunicorn, a
+# function of (worker, req) or (worker, req, environ) works too). Config file only.
 # def post_request(worker, req, environ, resp):
 #     ...
 

@@ -87,7 +87,8 @@ HOOKS: dict[str, tuple[int, str]] = {
     "worker_abort": (1, "worker_abort(worker): in the worker, when the master aborts it for a timeout."),
     "pre_exec": (1, "pre_exec(server): in the master, before a USR2 upgrade execs the new master."),
     "pre_request": (2, "pre_request(worker, req): in the worker, before the app is called."),
-    "post_request": (4, "post_request(worker, req, environ, resp): in the worker, after the response."),
+    "post_request": (4, ("post_request(worker, req, environ, resp): in the worker, after the response "
+                         "(as in gunicorn, a function of (worker, req) or (worker, req, environ) works too).")),
     "child_exit": (2, "child_exit(server, worker): in the master, after a worker has been reaped."),
     "worker_exit": (2, "worker_exit(server, worker): in the worker, just before it exits."),
     "nworkers_changed": (3, "nworkers_changed(server, new_value, old_value): the worker count changed."),
@@ -213,7 +214,7 @@ def _settings() -> list[Setting]:
         s("permit_obsolete_folding", "HTTP", False, v.boolean,
           "Accept obsolete line folding in header values instead of answering 400.",
           ("--permit-obsolete-folding",), kind="flag"),
-        s("sendfile", "HTTP", True, v.boolean,
+        s("sendfile", "HTTP", True, v.boolean_or_none(True),
           "Use os.sendfile for wsgi.file_wrapper responses of regular files; --no-sendfile "
           "iterates the file in blocks instead.",
           ("--sendfile",), kind="flag"),
@@ -297,11 +298,12 @@ def _settings() -> list[Setting]:
           "Restart a worker when a source file of the app it imported changes (polled once a "
           "second); an import error is shown as a 500 page until fixed. Development only.",
           ("--reload",), kind="flag"),
-        s("reload_extra_files", "Development", [], v.string_list,
+        s("reload_extra_files", "Development", [], v.file_list,
           "More files to watch with --reload.", ("--reload-extra-file",), "FILE", kind="list"),
     ]
     for name, (arity, text) in HOOKS.items():
-        table.append(s(name, "Hooks", None, v.hook(arity), text + " Config file only.", hook_arity=arity))
+        validator = v.hook(arity, also=(2, 3)) if name == "post_request" else v.hook(arity)
+        table.append(s(name, "Hooks", None, validator, text + " Config file only.", hook_arity=arity))
     return table
 
 
