@@ -6,7 +6,8 @@ help text and its section. The argparse CLI, ``forkserve.conf.py``, ``FORKSERVE_
 so a setting cannot exist in one place and be missing from another.
 
 Precedence, lowest first: defaults < ``WEB_CONCURRENCY``/``PORT`` < config file <
-``FORKSERVE_CMD_ARGS`` < command line.
+``FORKSERVE_CMD_ARGS`` (else gunicorn's ``GUNICORN_CMD_ARGS``) < command line. gunicorn's names
+for settings forkserve lacks are answered from :mod:`forkserve.settings.gunicorn_compat`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from forkserve.settings import validators as v
 from forkserve.settings.cpus import default_worker_count
+from forkserve.settings.gunicorn_compat import gunicorn_spelling, worker_class
 
 SECTIONS = (
     "Config",
@@ -103,7 +105,8 @@ def _settings() -> list[Setting]:
     table = [
         # -- Config
         s("config", "Config", None, v.optional_string,
-          "The Python config file to load. Default: ./forkserve.conf.py when it exists.",
+          "The Python config file to load (gunicorn's python:MODULE and file:PATH work too). Default: "
+          "./forkserve.conf.py when it exists, else ./gunicorn.conf.py when that does.",
           ("-c", "--config"), "PATH"),
         s("wsgi_app", "Config", None, v.optional_string,
           "The WSGI application, as module:attr (attr defaults to 'application') or module:factory().",
@@ -129,9 +132,10 @@ def _settings() -> list[Setting]:
                                          default_worker_count),
           v.integer(1), "Number of worker processes. Also read from WEB_CONCURRENCY.",
           ("-w", "--workers"), "INT"),
-        s("worker_class", "Workers", "sync", v.choice("sync", "gthread"),
-          "Worker type, gunicorn's names: 'sync' and 'gthread' are the same forkserve worker (an "
-          "I/O loop per process, the app run by 'threads' threads).",
+        s("worker_class", "Workers", "sync", worker_class,
+          "Worker type, gunicorn's names: 'sync' and 'gthread' (or their gunicorn class paths) are the "
+          "same forkserve worker (an I/O loop per process, the app run by 'threads' threads); other "
+          "worker classes are refused, with what to use instead.",
           ("-k", "--worker-class"), "CLASS"),
         s("threads", "Workers", 1, v.integer(1),
           "Threads running the app in each worker. 1: the app runs on the worker's loop thread, "
@@ -333,7 +337,7 @@ class Config:
             self.values[name] = setting.validator(value)
         except ValueError as error:
             raise ValueError(f"setting '{name}' {error}") from None
-        self.sources[name] = source
+        self.sources[name] = source + gunicorn_spelling(name, value, self.values[name])
 
     @property
     def app_name(self) -> str:

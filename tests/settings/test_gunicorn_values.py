@@ -56,6 +56,9 @@ def test_hooks_may_be_dotted_paths_as_in_gunicorn():
 def test_sendfile_none_is_gunicorns_default_and_means_on():
     assert _set("sendfile", None) is True
     assert _set("sendfile", False) is False
+    config = Config()
+    config.set("sendfile", None, "gunicorn.conf.py line 4")
+    assert config.sources["sendfile"] == "gunicorn.conf.py line 4, gunicorn's None"
 
 
 @pytest.mark.parametrize(("given", "mask"), [(0, 0), (0o22, 0o22), ("0", 0), ("7", 7), ("022", 0o22),
