@@ -65,6 +65,9 @@ def test_an_answer_stops_being_used_once_the_setting_exists(monkeypatch, in_tmp)
     assert resolve(["--statsd-host", "localhost:8125"], {}).statsd_host == "localhost:8125"
     (in_tmp / "forkserve.conf.py").write_text("statsd_host = 'localhost:9125'\n")
     assert resolve([], {}).statsd_host == "localhost:9125"
+    from forkserve.settings import docs
+
+    assert docs.gunicorn_rows()["statsd_host"] == ("see the settings reference", "a forkserve setting")
 
 
 def _takes(option: gunicorn.config.Setting) -> str:
