@@ -29,8 +29,9 @@ reuse_port = False
 # Default: 2 x usable CPUs + 1 (cgroup quota and affinity aware).
 # workers = ...
 
-# Worker type, gunicorn's names: 'sync' and 'gthread' are the same forkserve worker (an I/O loop per
-# process, the app run by 'threads' threads). (command line: -k, --worker-class)
+# Worker type, gunicorn's names: 'sync' and 'gthread' (or their gunicorn class paths) are the same
+# forkserve worker (an I/O loop per process, the app run by 'threads' threads); other worker classes
+# are refused, with what to use instead. (command line: -k, --worker-class)
 worker_class = 'sync'
 
 # Threads running the app in each worker. 1: the app runs on the worker's loop thread, one request at
@@ -324,7 +325,8 @@ reload_extra_files = []
 # def pre_request(worker, req):
 #     ...
 
-# post_request(worker, req, environ, resp): in the worker, after the response. Config file only.
+# post_request(worker, req, environ, resp): in the worker, after the response (as in gunicorn, a
+# function of (worker, req) or (worker, req, environ) works too). Config file only.
 # def post_request(worker, req, environ, resp):
 #     ...
 

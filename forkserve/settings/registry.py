@@ -6,7 +6,8 @@ help text and its section. The argparse CLI, ``forkserve.conf.py``, ``FORKSERVE_
 so a setting cannot exist in one place and be missing from another.
 
 Precedence, lowest first: defaults < ``WEB_CONCURRENCY``/``PORT`` < config file <
-``FORKSERVE_CMD_ARGS`` < command line.
+``FORKSERVE_CMD_ARGS`` (else gunicorn's ``GUNICORN_CMD_ARGS``) < command line. gunicorn's names
+for settings forkserve lacks are answered from :mod:`forkserve.settings.gunicorn_compat`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from forkserve.settings import validators as v
 from forkserve.settings.cpus import default_worker_count
+from forkserve.settings.gunicorn_compat import gunicorn_spelling, worker_class
 
 SECTIONS = (
     "Config",
@@ -88,7 +90,8 @@ HOOKS: dict[str, tuple[int, str]] = {
     "worker_abort": (1, "worker_abort(worker): in the worker, when the master aborts it for a timeout."),
     "pre_exec": (1, "pre_exec(server): in the master, before a USR2 upgrade execs the new master."),
     "pre_request": (2, "pre_request(worker, req): in the worker, before the app is called."),
-    "post_request": (4, "post_request(worker, req, environ, resp): in the worker, after the response."),
+    "post_request": (4, ("post_request(worker, req, environ, resp): in the worker, after the response "
+                         "(as in gunicorn, a function of (worker, req) or (worker, req, environ) works too).")),
     "child_exit": (2, "child_exit(server, worker): in the master, after a worker has been reaped."),
     "worker_exit": (2, "worker_exit(server, worker): in the worker, just before it exits."),
     "nworkers_changed": (3, "nworkers_changed(server, new_value, old_value): the worker count changed."),
@@ -105,7 +108,8 @@ def _settings() -> list[Setting]:
     table = [
         # -- Config
         s("config", "Config", None, v.optional_string,
-          "The Python config file to load. Default: ./forkserve.conf.py when it exists.",
+          "The Python config file to load (gunicorn's python:MODULE and file:PATH work too). Default: "
+          "./forkserve.conf.py when it exists, else ./gunicorn.conf.py when that does.",
           ("-c", "--config"), "PATH"),
         s("wsgi_app", "Config", None, v.optional_string,
           "The WSGI application, as module:attr (attr defaults to 'application') or module:factory().",
@@ -131,9 +135,10 @@ def _settings() -> list[Setting]:
                                          default_worker_count),
           v.integer(1), "Number of worker processes. Also read from WEB_CONCURRENCY.",
           ("-w", "--workers"), "INT"),
-        s("worker_class", "Workers", "sync", v.choice("sync", "gthread"),
-          "Worker type, gunicorn's names: 'sync' and 'gthread' are the same forkserve worker (an "
-          "I/O loop per process, the app run by 'threads' threads).",
+        s("worker_class", "Workers", "sync", worker_class,
+          "Worker type, gunicorn's names: 'sync' and 'gthread' (or their gunicorn class paths) are the "
+          "same forkserve worker (an I/O loop per process, the app run by 'threads' threads); other "
+          "worker classes are refused, with what to use instead.",
           ("-k", "--worker-class"), "CLASS"),
         s("threads", "Workers", 1, v.integer(1),
           "Threads running the app in each worker. 1: the app runs on the worker's loop thread, "
@@ -216,7 +221,7 @@ def _settings() -> list[Setting]:
         s("permit_obsolete_folding", "HTTP", False, v.boolean,
           "Accept obsolete line folding in header values instead of answering 400.",
           ("--permit-obsolete-folding",), kind="flag"),
-        s("sendfile", "HTTP", True, v.boolean,
+        s("sendfile", "HTTP", True, v.boolean_or_none(True),
           "Use os.sendfile for wsgi.file_wrapper responses of regular files; --no-sendfile "
           "iterates the file in blocks instead.",
           ("--sendfile",), kind="flag"),
@@ -340,11 +345,12 @@ def _settings() -> list[Setting]:
           "Restart a worker when a source file of the app it imported changes (polled once a "
           "second); an import error is shown as a 500 page until fixed. Development only.",
           ("--reload",), kind="flag"),
-        s("reload_extra_files", "Development", [], v.string_list,
+        s("reload_extra_files", "Development", [], v.file_list,
           "More files to watch with --reload.", ("--reload-extra-file",), "FILE", kind="list"),
     ]
     for name, (arity, text) in HOOKS.items():
-        table.append(s(name, "Hooks", None, v.hook(arity), text + " Config file only.", hook_arity=arity))
+        validator = v.hook(arity, also=(2, 3)) if name == "post_request" else v.hook(arity)
+        table.append(s(name, "Hooks", None, validator, text + " Config file only.", hook_arity=arity))
     return table
 
 
@@ -374,7 +380,7 @@ class Config:
             self.values[name] = setting.validator(value)
         except ValueError as error:
             raise ValueError(f"setting '{name}' {error}") from None
-        self.sources[name] = source
+        self.sources[name] = source + gunicorn_spelling(name, value, self.values[name])
 
     @property
     def app_name(self) -> str:

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from forkserve import __version__
-from forkserve.settings.configfile import ConfigFileError, read_config_file
+from forkserve.settings.configfile import ConfigFileError, locate, read_config_file
+from forkserve.settings.gunicorn_compat import ANSWERS, SHARED, answer_for, hidden_flags, judge
 from forkserve.settings.registry import SECTIONS, SETTINGS, Config, defaults, format_value
 
 DEFAULT_CONFIG_FILE = "forkserve.conf.py"
+GUNICORN_CONFIG_FILE = "gunicorn.conf.py"  # read when there is no forkserve.conf.py: rename the command, done
 
 
 class UsageError(Exception):
@@ -74,7 +76,24 @@ def build_parser(origin: str = "") -> argparse.ArgumentParser:
             )
         else:
             group.add_argument(*setting.flags, dest=setting.name, metavar=setting.metavar, help=help_text)
+        for alias in SHARED[setting.name].aliases if setting.name in SHARED else ():
+            group.add_argument(alias, dest=setting.name, metavar=setting.metavar, help=argparse.SUPPRESS)
+    _add_gunicorn_flags(parser)
     return parser
+
+
+def _add_gunicorn_flags(parser: argparse.ArgumentParser) -> None:
+    """gunicorn's flags for settings forkserve does not have, hidden from --help: recognised so
+    that the answer (what to use instead) replaces argparse's 'unrecognized arguments'."""
+    for name, answer in hidden_flags(SETTINGS).items():
+        if answer.takes == "flag":
+            parser.add_argument(*answer.flags, dest=name, action="store_true", help=argparse.SUPPRESS)
+        elif answer.takes == "list":
+            parser.add_argument(*answer.flags, dest=name, action="append", help=argparse.SUPPRESS)
+        elif answer.takes == "optional":
+            parser.add_argument(*answer.flags, dest=name, nargs="?", const=answer.const, help=argparse.SUPPRESS)
+        else:
+            parser.add_argument(*answer.flags, dest=name, help=argparse.SUPPRESS)
 
 
 def _apply(config: Config, values: Mapping[str, Any], source: str) -> None:
@@ -85,18 +104,63 @@ def _apply(config: Config, values: Mapping[str, Any], source: str) -> None:
             raise UsageError(f"{error} (from {source})") from None
 
 
+def _gunicorn_only(config: Config, name: str, value: Any, where: str, refusal: str) -> None:
+    """A gunicorn setting forkserve does not have: refused with its one-line answer, unless the
+    value asks for nothing (gunicorn's default, or a setting gunicorn itself ignores here), which
+    is noted (--print-config) or, when a real value goes unused, warned about at start."""
+    answer = ANSWERS[name]
+    accepted, text = judge(answer, value)
+    if not accepted:
+        raise UsageError(f"{refusal} {text}")
+    if answer.ignored:
+        config.warnings.append(f"gunicorn setting '{name}' ({where}) ignored: {text}; {answer.line}")
+    else:
+        config.notes.append(f"gunicorn setting '{name}' = {format_value(value)} ({where}) ignored: {text}")
+
+
+def _split_gunicorn(config: Config, parsed: dict[str, Any], origin: str) -> dict[str, Any]:
+    """The parsed command line without gunicorn's answered flags, each judged on the way out."""
+    for name in [name for name in parsed if answer_for(name, SETTINGS)]:
+        flag = ANSWERS[name].flags[0]
+        prefix = f"{origin}: " if origin != "command line" else ""
+        _gunicorn_only(config, name, parsed.pop(name), origin, f"{prefix}{flag} (gunicorn's '{name}')")
+    return parsed
+
+
+def _config_path(command_line: Mapping[str, Any], env_args: Mapping[str, Any], config: Config) -> str | None:
+    """The config file named (-c, or in the CMD_ARGS variable), else ./forkserve.conf.py, else
+    ./gunicorn.conf.py, which gunicorn reads by default."""
+    path = command_line.get("config") or env_args.get("config")
+    if path is not None:
+        return path
+    if Path(DEFAULT_CONFIG_FILE).is_file():
+        if Path(GUNICORN_CONFIG_FILE).is_file():
+            config.notes.append(f"./{GUNICORN_CONFIG_FILE} is not read: ./{DEFAULT_CONFIG_FILE} is")
+        return DEFAULT_CONFIG_FILE
+    return GUNICORN_CONFIG_FILE if Path(GUNICORN_CONFIG_FILE).is_file() else None
+
+
+def _cmd_args_variable(environ: Mapping[str, str], config: Config) -> str:
+    """FORKSERVE_CMD_ARGS, or gunicorn's GUNICORN_CMD_ARGS when only that one is set."""
+    if "GUNICORN_CMD_ARGS" in environ:
+        if "FORKSERVE_CMD_ARGS" not in environ:
+            return "GUNICORN_CMD_ARGS"
+        config.warnings.append("GUNICORN_CMD_ARGS is ignored: FORKSERVE_CMD_ARGS is set")
+    return "FORKSERVE_CMD_ARGS"
+
+
 def resolve(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     """Resolve every setting from all sources, lowest precedence first. Raises UsageError."""
-    command_line = vars(build_parser().parse_args(list(argv)))
-    env_args_text = environ.get("FORKSERVE_CMD_ARGS", "")
-    try:
-        env_words = shlex.split(env_args_text)
-    except ValueError as error:
-        raise UsageError(f"FORKSERVE_CMD_ARGS: {error}") from None
-    env_args = vars(build_parser(origin="FORKSERVE_CMD_ARGS").parse_args(env_words))
-
     config = defaults()
     config.argv = list(argv)
+    command_line = _split_gunicorn(config, vars(build_parser().parse_args(list(argv))), "command line")
+    variable = _cmd_args_variable(environ, config)
+    try:
+        env_words = shlex.split(environ.get(variable, ""))
+    except ValueError as error:
+        raise UsageError(f"{variable}: {error}") from None
+    env_args = _split_gunicorn(config, vars(build_parser(origin=variable).parse_args(env_words)), variable)
+
     if "WEB_CONCURRENCY" in environ:
         _apply(config, {"workers": environ["WEB_CONCURRENCY"]}, "environment WEB_CONCURRENCY")
     if "PORT" in environ:
@@ -105,26 +169,15 @@ def resolve(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
             raise UsageError(f"environment PORT must be a port number, got '{environ['PORT']}'")
         _apply(config, {"bind": [f"0.0.0.0:{port}"]}, "environment PORT")
 
-    path = command_line.get("config") or env_args.get("config")
-    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
-        path = DEFAULT_CONFIG_FILE
+    path = _config_path(command_line, env_args, config)
     if path is not None:
-        try:
-            found = read_config_file(path, SETTINGS)
-        except ConfigFileError as error:
-            raise UsageError(str(error)) from None
-        for name, (value, line) in found.items():
-            where = f"{path} line {line}" if line else str(path)
-            try:
-                config.set(name, value, where)
-            except ValueError as error:
-                raise UsageError(f"{error} (in {where})") from None
+        _read_config_file(config, path)
         config.values["config"] = path
         config.sources["config"] = "command line" if "config" in command_line else (
-            "FORKSERVE_CMD_ARGS" if "config" in env_args else "found in the current directory"
+            variable if "config" in env_args else "found in the current directory"
         )
 
-    _apply(config, env_args, "FORKSERVE_CMD_ARGS")
+    _apply(config, env_args, variable)
     _apply(config, command_line, "command line")
     _check_consistency(config)
     for name, setting in SETTINGS.items():
@@ -133,6 +186,25 @@ def resolve(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
                 f"setting '{name}' is not implemented yet ({setting.pending}); it has no effect"
             )
     return config
+
+
+def _read_config_file(config: Config, spec: str) -> None:
+    """Apply the config file's settings; answer the gunicorn settings forkserve does not have."""
+    gunicorn_only = [name for name in ANSWERS if answer_for(name, SETTINGS)]
+    try:
+        path = locate(spec)
+        found = read_config_file(path, SETTINGS, also=gunicorn_only)
+    except ConfigFileError as error:
+        raise UsageError(str(error)) from None
+    for name, (value, line) in found.items():
+        where = f"{path} line {line}" if line else str(path)
+        if name not in SETTINGS:
+            _gunicorn_only(config, name, value, where, f"gunicorn setting '{name}' in {where}")
+            continue
+        try:
+            config.set(name, value, where)
+        except ValueError as error:
+            raise UsageError(f"{error} (in {where})") from None
 
 
 def _check_consistency(config: Config) -> None:
@@ -158,3 +230,7 @@ def print_config(config: Config, stream: Any = None) -> None:
                 shown = oct(value) if name == "umask" else format_value(value)
                 print(f"{name:<{width}} = {shown}  # {config.sources[name]}", file=stream)
         print(file=stream)
+    if config.notes or config.warnings:
+        print("# Notes", file=stream)
+        for line in (*config.warnings, *config.notes):
+            print(f"# {line}", file=stream)

@@ -77,6 +77,16 @@ def boolean(value: Any) -> bool:
     raise ValueError(f"expected true or false, got {_describe(value)}")
 
 
+def boolean_or_none(none_means: bool) -> Validator:
+    """A boolean where None stands for ``none_means``: gunicorn writes some defaults as None
+    (``sendfile = None`` is "on"), and its config files carry that spelling."""
+
+    def convert(value: Any) -> bool:
+        return none_means if value is None else boolean(value)
+
+    return convert
+
+
 def string(value: Any) -> str:
     """Any text."""
     if not isinstance(value, str):
@@ -120,11 +130,23 @@ def choice(*options: str) -> Validator:
 
 
 def octal(value: Any) -> int:
-    """A file mode mask: an int, or a string read as octal ('022', '0o022') or hex ('0x12')."""
+    """A file mode mask: an int, or a string read as octal ('022', '0o022') or hex ('0x12').
+
+    Digits without a leading 0 ('22') are refused: gunicorn reads them as decimal, the shell's
+    umask as octal, and a umask silently off by that difference is worse than an error."""
     if isinstance(value, int) and not isinstance(value, bool):
         result = value
     elif isinstance(value, str):
         text = value.strip().lower()
+        if len(text) > 1 and text.isdigit() and not text.startswith("0"):
+            # gunicorn reads '-m 22' as decimal 22 (0o26), the shell's umask as octal 022: refuse
+            # the digits rather than pick one, and name both readings.
+            decimal = oct(int(text))
+            if set(text) <= set("01234567"):
+                raise ValueError(f"= '{text}' is ambiguous: gunicorn reads it as decimal ({decimal}), the "
+                                 f"shell's umask as octal (0o{text}); write {decimal} or 0{text}")
+            raise ValueError(f"= '{text}' is decimal, as gunicorn reads it: write {decimal} "
+                             f"(or 0{decimal[2:]})")
         try:
             if text.startswith("0x"):
                 result = int(text, 16)
@@ -176,23 +198,77 @@ def user_or_group(value: Any) -> int | str | None:
     raise ValueError(f"expected a name or a numeric id, got {_describe(value)}")
 
 
-def hook(arity: int) -> Validator:
-    """A callable that can be called with exactly ``arity`` positional arguments, or None."""
+def _import_path(value: str) -> Any:
+    """The object a dotted path names ('myproject.hooks.post_fork'), as gunicorn accepts for hooks."""
+    import importlib
+
+    module_name, _, attribute = value.strip().rpartition(".")
+    if not module_name:
+        raise ValueError(f"expected a function or a dotted path module.function, got {_describe(value)}")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except ImportError as error:
+        raise ValueError(f"cannot import {_describe(value)}: {error}") from None
+    except AttributeError:
+        raise ValueError(f"module '{module_name}' has no '{attribute}'") from None
+
+
+def _takes(function: Callable[..., Any], count: int) -> bool:
+    """Whether ``function`` can be called with ``count`` positional arguments."""
+    try:
+        inspect.signature(function).bind(*([None] * count))
+    except TypeError:
+        return False
+    except ValueError:  # builtins without a signature: trust them
+        pass
+    return True
+
+
+def hook(arity: int, also: tuple[int, ...] = ()) -> Validator:
+    """A callable (or a dotted path to one, as gunicorn allows) taking ``arity`` positional
+    arguments, or None. A callable taking one of the ``also`` counts is wrapped to take ``arity``
+    and drop the rest: gunicorn's ``post_request`` may take 2, 3 or 4."""
 
     def convert(value: Any) -> Callable[..., Any] | None:
         if value is None:
             return None
+        if isinstance(value, str):
+            value = _import_path(value)
         if not callable(value):
             raise ValueError(f"expected a function taking {arity} argument(s), got {_describe(value)}")
-        try:
-            inspect.signature(value).bind(*([None] * arity))
-        except TypeError:
-            raise ValueError(f"expected a function taking {arity} argument(s)") from None
-        except ValueError:  # builtins without a signature: trust them
-            pass
-        return value
+        if _takes(value, arity):
+            return value
+        for count in also:
+            if _takes(value, count):
+                return _first_arguments(value, count)
+        counts = " or ".join(str(n) for n in (*also, arity))
+        raise ValueError(f"expected a function taking {counts} argument(s)")
 
     return convert
+
+
+def _first_arguments(function: Callable[..., Any], count: int) -> Callable[..., Any]:
+    """``function`` called with the first ``count`` arguments only; named as the user named it."""
+
+    def call(*args: Any) -> Any:
+        return function(*args[:count])
+
+    call.__name__ = getattr(function, "__name__", "hook")
+    call.__qualname__ = getattr(function, "__qualname__", call.__name__)
+    return call
+
+
+def file_list(value: Any) -> list[str]:
+    """Files (reload_extra_files). A glob pattern is refused with its replacement: gunicorn 27
+    expands patterns, forkserve watches the files it is given."""
+    files = string_list(value)
+    for item in files:
+        if any(char in item for char in "*?["):
+            raise ValueError(
+                f"= '{item}' is a pattern; forkserve watches files: in the config file write "
+                f"reload_extra_files = glob.glob('{item}', recursive=True)"
+            )
+    return files
 
 
 def address_list(value: Any) -> list[str]:
