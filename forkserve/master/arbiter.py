@@ -79,6 +79,7 @@ class Arbiter:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.log = error_log  # gunicorn's hooks log through server.log
         self.listeners: list[Listener] = []
         self.target_workers = config.workers
         self.app: Callable[..., Any] | None = None
@@ -109,6 +110,11 @@ class Arbiter:
         return self.fleet.scoreboard
 
     # -- start ---------------------------------------------------------------------------------
+
+    @property
+    def cfg(self) -> Config:
+        """gunicorn's name for the configuration hooks read (the current one after a HUP)."""
+        return self.config
 
     def run(self) -> int:
         """Start, supervise until told to stop, shut down; return the exit code."""

@@ -74,8 +74,8 @@ class Answer:
         return "is not available in forkserve yet" if self.later else "is not in forkserve"
 
 
-_HOOK_OBJECTS = ("same arguments, same moments; the server and worker passed are forkserve's, without "
-                 "gunicorn's `server.log`, `worker.log` and `server.cfg` so far")
+_HOOK_OBJECTS = ("same arguments, same moments; the server and worker passed are forkserve's (with "
+                 "gunicorn's `server.log`, `server.cfg`, `worker.log`, `worker.cfg`)")
 
 SHARED: dict[str, Shared] = {
     "config": Shared(DIFFERENT, "default `./forkserve.conf.py`, else `./gunicorn.conf.py`; `python:MODULE` "
@@ -134,6 +134,21 @@ SHARED: dict[str, Shared] = {
                     "umask, which gunicorn refuses); digits gunicorn reads as decimal (`-m 18` is "
                     "0o22 there) are refused, naming both readings"),
     "secure_scheme_headers": Shared(SAME, "also a flag: `--secure-scheme-headers NAME=VALUE,...`"),
+    "certfile": Shared(SAME, "HTTPS on every bound address; HUP loads renewed files (a renewal that "
+                       "does not load keeps the old workers)"),
+    "keyfile": Shared(),
+    "ca_certs": Shared(),
+    "cert_reqs": Shared(MAPPED, "gunicorn's 0/1/2 (the ssl module's CERT_NONE, CERT_OPTIONAL, "
+                        "CERT_REQUIRED) or the words `none`, `optional`, `required`"),
+    "ciphers": Shared(),
+    "suppress_ragged_eofs": Shared(),
+    "do_handshake_on_connect": Shared(DIFFERENT, "accepted; the handshake always runs in the worker's "
+                                      "loop, before the request is read, without holding the worker"),
+    "ssl_context": Shared(SAME, "`ssl_context(config, default_ssl_context_factory)`, called in each worker"),
+    "proxy_protocol": Shared(SAME, "`off`, `v1`, `v2`, `auto` (the flag alone); true means `auto`"),
+    "proxy_allow_ips": Shared(),
+    "protocol": Shared(SAME, "`http` or `uwsgi` (nginx's uwsgi_pass; see conf/nginx-uwsgi.conf)"),
+    "uwsgi_allow_ips": Shared(),
     "forwarded_allow_ips": Shared(DIFFERENT, "a trusted peer's `X-Forwarded-For` also sets "
                                   "`REMOTE_ADDR` to the client (gunicorn keeps the proxy's)"),
     "accesslog": Shared(),
@@ -146,14 +161,15 @@ SHARED: dict[str, Shared] = {
     "pythonpath": Shared(),
     "permit_obsolete_folding": Shared(),
     "header_map": Shared(),
-    **{hook: Shared(DIFFERENT, _HOOK_OBJECTS) for hook in (
+    **{hook: Shared(SAME, _HOOK_OBJECTS) for hook in (
         "on_starting", "on_reload", "when_ready", "pre_fork", "post_fork", "post_worker_init",
         "worker_int", "worker_abort", "pre_exec", "pre_request", "child_exit", "worker_exit",
         "nworkers_changed", "on_exit")},
-    "post_request": Shared(DIFFERENT, _HOOK_OBJECTS + "; a function of 2, 3 or 4 arguments, as in gunicorn"),
+    "post_request": Shared(SAME, _HOOK_OBJECTS + "; a function of 2, 3 or 4 arguments, as in gunicorn"),
 }
 
-_TLS = "forkserve does not serve TLS yet; terminate TLS in nginx meanwhile (conf/nginx.conf)"
+_TLS = "forkserve negotiates TLS 1.2 and 1.3 with the ssl module's secure defaults; set ciphers, or " \
+       "return your own context from the ssl_context hook"
 _STATSD = ("StatsD is coming; meanwhile scrape the Prometheus /metrics the master serves at "
            "stats_bind (e.g. stats_bind = '127.0.0.1:9100')")
 _SYSLOG = ("log to syslog through logconfig_dict, with a logging.handlers.SysLogHandler "
@@ -204,31 +220,10 @@ ANSWERS: dict[str, Answer] = {
         "forkserve takes no WSGI variables from headers: set SCRIPT_NAME in the environment "
         "(raw_env = ['SCRIPT_NAME=/prefix']), or strip the prefix in nginx",
         ("--forwarder-headers",), inert=("SCRIPT_NAME,PATH_INFO",)),
-    "proxy_protocol": Answer(
-        "PROXY protocol is coming; meanwhile have the proxy speak HTTP and send X-Forwarded-For "
-        "(trusted per forwarded_allow_ips)", ("--proxy-protocol",), "optional", ("off", False, None, "none"),
-        later=True, const="auto"),
-    "proxy_allow_ips": Answer(
-        "PROXY protocol is coming (see proxy_protocol)", ("--proxy-allow-from",),
-        ignored="gunicorn uses it only with proxy_protocol", later=True),
-    "protocol": Answer(
-        "the uwsgi protocol is coming; meanwhile use nginx's proxy_pass (HTTP) instead of "
-        "uwsgi_pass (conf/nginx.conf)", ("--protocol",), inert=("http",), later=True),
-    "uwsgi_allow_ips": Answer(
-        "the uwsgi protocol is coming (see protocol)", ("--uwsgi-allow-from",),
-        ignored="gunicorn uses it only with protocol = 'uwsgi'", later=True),
     "http_parser": Answer(
         "choosing the parser is coming (h11 or httptools); forkserve parses with h11 plus its own "
         "checks", ("--http-parser",), inert=("auto",), later=True),
     # -- TLS
-    "keyfile": Answer(_TLS, ("--keyfile",), inert=(None,), later=True),
-    "certfile": Answer(_TLS, ("--certfile",), inert=(None,), later=True),
-    "ca_certs": Answer(_TLS, ("--ca-certs",), inert=(None,), later=True),
-    "cert_reqs": Answer(_TLS, ("--cert-reqs",), inert=(0,), later=True),
-    "ciphers": Answer(_TLS, ("--ciphers",), inert=(None,), later=True),
-    "suppress_ragged_eofs": Answer(_TLS, ("--suppress-ragged-eofs",), "flag", (True,), later=True),
-    "do_handshake_on_connect": Answer(_TLS, ("--do-handshake-on-connect",), "flag", (False,), later=True),
-    "ssl_context": Answer(_TLS, ignored="gunicorn calls it only with certfile", later=True),
     "ssl_version": Answer(
         _TLS, ("--ssl-version",),
         ignored="gunicorn ignores it too (deprecated since 21.0)"),
@@ -297,7 +292,6 @@ ANSWERS: dict[str, Answer] = {
 # Settings gunicorn ignores unless this other one is set: each must stay an answer while they are
 # (a test checks), so that accepting them whatever their value stays true.
 IGNORED_UNLESS: dict[str, str] = {
-    "proxy_allow_ips": "proxy_protocol", "uwsgi_allow_ips": "protocol", "ssl_context": "certfile",
     "disable_redirect_access_to_syslog": "syslog", "syslog_addr": "syslog", "syslog_prefix": "syslog",
     "syslog_facility": "syslog", "dogstatsd_tags": "statsd_host", "statsd_prefix": "statsd_host",
     "enable_backlog_metric": "statsd_host", "http2_max_concurrent_streams": "http_protocols",

@@ -45,7 +45,8 @@ class Computed:
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting. ``kind`` is 'value', 'flag' (boolean switch) or 'list' (flag may repeat)."""
+    """One setting. ``kind`` is 'value', 'flag' (boolean switch), 'list' (flag may repeat) or
+    'optional' (the flag's value may be left out: then it is ``const``)."""
 
     name: str
     section: str
@@ -57,6 +58,7 @@ class Setting:
     kind: str = "value"
     pending: str | None = None
     hook_arity: int | None = None
+    const: Any = None  # kind 'optional': the value of the flag given without one
 
     @property
     def help_text(self) -> str:
@@ -264,7 +266,7 @@ def _settings() -> list[Setting]:
           "Read a PROXY protocol header (HAProxy send-proxy, an AWS NLB) from peers in "
           "proxy_allow_ips: 'v1', 'v2' (required), 'auto' (either, or none), 'off'. The client "
           "address in it becomes REMOTE_ADDR/REMOTE_PORT everywhere.",
-          ("--proxy-protocol",), "MODE"),
+          ("--proxy-protocol",), "MODE", kind="optional", const="auto"),
         s("proxy_allow_ips", "Proxy", ["127.0.0.1", "::1"], v.address_list,
           "Peers (addresses, CIDRs, or '*') allowed to send a PROXY header; a header from anyone "
           "else closes the connection. Unix-socket peers are always allowed.",

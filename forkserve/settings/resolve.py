@@ -74,6 +74,9 @@ def build_parser(origin: str = "") -> argparse.ArgumentParser:
             group.add_argument(
                 *setting.flags, dest=setting.name, action="append", metavar=setting.metavar, help=help_text
             )
+        elif setting.kind == "optional":
+            group.add_argument(*setting.flags, dest=setting.name, nargs="?", const=setting.const,
+                               metavar=setting.metavar, help=help_text)
         else:
             group.add_argument(*setting.flags, dest=setting.name, metavar=setting.metavar, help=help_text)
         for alias in SHARED[setting.name].aliases if setting.name in SHARED else ():

@@ -87,6 +87,7 @@ class Worker:
         thread_slots: list[int] | None = None,
     ) -> None:
         self.config = self.cfg = config  # ``cfg``: the name gunicorn's hooks use
+        self.log = error_log  # and ``log``: they log through it
         self.listeners = listeners
         self.scoreboard = scoreboard
         self.slot = scoreboard.writer(slot_index)

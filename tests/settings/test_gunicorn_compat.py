@@ -250,9 +250,6 @@ def test_gunicorn_only_name_in_a_config_file_gets_its_answer_not_a_did_you_mean(
 
 
 @pytest.mark.parametrize(("line", "answer"), [
-    ("certfile = '/etc/ssl/site.pem'", "is not available in forkserve yet: forkserve does not serve TLS yet"),
-    ("proxy_protocol = True", "is not available in forkserve yet: PROXY protocol is coming"),
-    ("protocol = 'uwsgi'", "is not available in forkserve yet: the uwsgi protocol is coming"),
     ("http_protocols = 'h2,h1'", "is not in forkserve: forkserve speaks HTTP/1.1"),
     ("syslog = True", "is not in forkserve: log to syslog through logconfig_dict"),
     ("paste = 'production.ini'", ("is not in forkserve: load the app in a module of yours: application = "
@@ -274,8 +271,8 @@ def test_gunicorn_only_settings_that_ask_for_nothing_are_accepted_and_noted(in_t
         "def ssl_context(conf, default_ssl_context_factory):\n    return default_ssl_context_factory()\n"
     )
     config = resolve(["-c", "gunicorn.conf.py", "--proxy-protocol", "off"], {})
+    assert config.proxy_protocol == "off" and config.hook("ssl_context") is not None  # real settings now
     assert config.notes == [
-        "gunicorn setting 'proxy_protocol' = 'off' (command line) ignored: it is gunicorn's default",
         "gunicorn setting 'spew' = False (gunicorn.conf.py line 1) ignored: it is gunicorn's default",
         ("gunicorn setting 'control_socket_disable' = True (gunicorn.conf.py line 3) ignored: forkserve does "
         "so anyway"),
@@ -283,16 +280,11 @@ def test_gunicorn_only_settings_that_ask_for_nothing_are_accepted_and_noted(in_t
     assert [warning.split(" ignored: ")[0] for warning in config.warnings] == [
         "gunicorn setting 'tmp_upload_dir' (gunicorn.conf.py line 2)",
         "gunicorn setting 'asgi_loop' (gunicorn.conf.py line 4)",
-        "gunicorn setting 'ssl_context' (gunicorn.conf.py line 5)",
     ]
-    assert config.warnings[2] == (
-        "gunicorn setting 'ssl_context' (gunicorn.conf.py line 5) ignored: gunicorn calls it only with "
-        "certfile; forkserve does not serve TLS yet; terminate TLS in nginx meanwhile (conf/nginx.conf)"
-    )
     printed = run_forkserve("-c", "gunicorn.conf.py", "--print-config", cwd=in_tmp)
     assert printed.returncode == 0
     notes = printed.stdout.split("# Notes\n", 1)[1].splitlines()
-    assert len(notes) == 5 and all(line.startswith("# gunicorn setting '") for line in notes)
+    assert len(notes) == 4 and all(line.startswith("# gunicorn setting '") for line in notes)
 
 
 # -- where gunicorn looks: ./gunicorn.conf.py, GUNICORN_CMD_ARGS, python:MODULE, file:PATH ---------
