@@ -208,6 +208,9 @@ class HeadReader:
         self.raw = b""
         self.checked = 0
         self.line_done = False
+        head = fast_head(raw[:end], raw[end:], limits)
+        if head is not None:
+            return head
         return _describe(parse_head(raw[:end], limits), raw[end:])
 
 
@@ -306,3 +309,99 @@ def _absolute_form_authority(target: bytes, host: bytes, method: bytes) -> bytes
     if not authority or b"@" in authority:
         raise HttpError(400, "invalid authority in request target")
     return authority
+
+
+# -- the fast path ------------------------------------------------------------------------------
+#
+# A one-pass path for ordinary request heads; anything unusual takes the strict path.
+#
+# Most heads are alike: a common method, an origin-form target, HTTP/1.1 or 1.0, a handful of
+# plainly written ASCII fields, one Host, at most one Content-Length, no Transfer-Encoding. For
+# such a head every check of the strict path (forkserve's own, then h11's validation) is known to
+# pass, so this path checks the head's *shape* with two C-level regular expressions and reads the
+# few fields that decide framing and connection handling — several times cheaper than building an
+# ``h11.Request``. The shape is deliberately narrower than what h11 accepts (no obs-text, no tabs,
+# no whitespace before a colon or after a value, no duplicate Host or Content-Length): a head that
+# does not fit is not refused here, it is handed to the strict path, which decides (and, for a bad
+# head, says why). So forkserve stays exactly as strict as before; the fuzzer's differential oracle
+# against h11 and the request corpus hold both paths to that.
+
+_FAST_REQUEST_LINE = re.compile(rb"(GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS) (/[\x21-\x7e]*) HTTP/1\.([01])\Z")
+# Fields: a token, a colon, spaces, then visible ASCII with single inner spaces allowed, nothing
+# trailing. (h11 accepts all of these; what it also accepts goes to the strict path.)
+_FAST_FIELDS = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+: *(?:[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?\r\n)*\Z")
+_FAST_DIGITS = re.compile(rb"[0-9]{1,18}\Z")
+
+
+def fast_head(head: bytes, leftover: bytes, limits: HeadLimits) -> RequestHead | None:
+    """The head (ending in CRLF CRLF) as a RequestHead if it has the ordinary shape, else None."""
+    line_end = head.find(b"\r\n")
+    line = head[:line_end]
+    if len(line) > limits.line:
+        return None
+    request = _FAST_REQUEST_LINE.match(line)
+    if request is None:
+        return None
+    fields = head[line_end + 2:-2]
+    if not _FAST_FIELDS.match(fields):
+        return None
+    lines = fields.split(b"\r\n")
+    del lines[-1]  # (after the last CRLF)
+    if len(lines) > limits.fields:
+        return None
+    field_size = limits.field_size
+    refuse_underscores = limits.header_map == "refuse"
+    headers = []
+    host = None
+    content_length = None
+    connection = b""
+    expect = b""
+    for field in lines:
+        if len(field) > field_size:
+            return None
+        name, _, value = field.partition(b":")
+        name = name.lower()
+        value = value.lstrip(b" ")
+        if name == b"host":
+            if host is not None:
+                return None
+            host = value
+        elif name == b"content-length":
+            if content_length is not None or not _FAST_DIGITS.match(value):
+                return None
+            content_length = int(value)
+        elif name == b"transfer-encoding":
+            return None
+        elif name == b"connection":
+            connection = value if not connection else connection + b"," + value
+        elif name == b"expect":
+            expect = value
+        elif refuse_underscores and b"_" in name:
+            return None
+        headers.append((name, value))
+    version = b"1.1" if request.group(3) == b"1" else b"1.0"
+    if host is None:
+        if version == b"1.1":
+            return None
+        host = b""
+    elif not _HOST.match(host):
+        return None
+    if connection:
+        tokens = {token.strip().lower() for token in connection.split(b",")}
+        close = b"close" in tokens
+        keep_alive = not close and (version == b"1.1" or b"keep-alive" in tokens)
+    else:
+        keep_alive = version == b"1.1"
+    return RequestHead(
+        method=request.group(1),
+        target=request.group(2),
+        version=version,
+        headers=headers,
+        leftover=leftover,
+        keep_alive=keep_alive,
+        must_close=False,
+        chunked=False,
+        content_length=content_length,
+        expect_continue=version == b"1.1" and b"100-continue" in {t.strip().lower() for t in expect.split(b",")},
+        host=host,
+    )
