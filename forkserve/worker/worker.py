@@ -55,6 +55,7 @@ from forkserve.worker.front import Front
 from forkserve.worker.recycling import MB, NO_LIMIT, RssProbe, request_limit, request_notice
 from forkserve.worker.threads import AppThreads
 
+INFINITY = float("inf")
 OUTPUT_CAP = 4 * 1024 * 1024  # response bytes a connection may keep for the loop to flush
 IGNORED_SIGNALS = ("SIGHUP", "SIGUSR2", "SIGWINCH", "SIGTTIN", "SIGTTOU")
 # Signals a worker acts on: blocked from fork until its handlers are in place (signals_held).
@@ -106,7 +107,7 @@ class Worker:
         self.reopen_requested = False
         self.request_limit = NO_LIMIT
         self.request_notice = NO_LIMIT  # ask for a replacement after this many requests
-        self.end_of_life = float("inf")  # time.monotonic() past which no new request is taken
+        self.end_of_life = INFINITY  # time.monotonic() past which no new request is taken
         self.memory_limit = config.max_worker_memory * MB
         self.rss: RssProbe | None = None
         self.booted_at = time.time()
@@ -315,10 +316,14 @@ class Worker:
         """True when the connection in hand must be the last (stop asked, or a recycling limit
         reached). Checked per request, with the request in hand counted, so the budget holds on
         a long keep-alive connection too."""
+        if self.stopping:
+            return True
         begun = self.front.begun if self.front is not None else 0
         if begun >= self.request_notice:
             self._ask_for_replacement(begun)
-        if begun >= self.request_limit or time.monotonic() >= self.end_of_life:
+        if begun >= self.request_limit or (
+            self.end_of_life != INFINITY and time.monotonic() >= self.end_of_life
+        ):
             self._limit_reached(begun)
         return self.stopping
 
