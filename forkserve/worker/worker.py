@@ -304,9 +304,13 @@ class Worker:
         self.slot.heartbeat(time.time())
         if self.reopen_requested:
             self._reopen_logs()
-        if os.getppid() != self.ppid:
-            error_log.warning("worker %d: master went away; exiting", self.pid)
-            return False
+        if os.getppid() != self.ppid and not self.stopping:
+            # The master was killed: nobody supervises this worker any more. It stops taking
+            # connections and finishes the requests it holds (graceful_timeout at most), rather
+            # than dropping them.
+            error_log.warning("worker %d: master went away; finishing the requests in hand, then exiting",
+                              self.pid)
+            self.stopping = True
         return True
 
     def report_connections(self, reading: int, idle: int, in_app: int, flushing: int) -> None:
