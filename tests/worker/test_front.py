@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 
 import requests
-from conftest import free_port, wait_for
+from conftest import free_port, pid_alive, process_title, wait_for
 from http_wire import WireReader, exchange
 
 APP = "front_app:app"
@@ -227,3 +227,17 @@ def test_term_serves_what_was_queued_and_lets_nothing_new_in(start_server) -> No
     assert not connected
     assert server.wait_exit(20) == 0
     assert time.monotonic() - stopped_at < 15
+
+
+def test_a_worker_whose_master_is_killed_finishes_what_it_holds(start_server) -> None:
+    server = start_server("-w", "1", APP)
+    (worker,) = server.wait_workers(1)
+    replies: list[requests.Response] = []
+    slow = threading.Thread(target=lambda: replies.append(requests.get(server.url + "/sleep?1", timeout=20)))
+    slow.start()
+    wait_for(lambda: "/sleep" in process_title(worker), 5, message="the request in the app")
+    server.signal(9)  # SIGKILL: no master, no TERM for the worker
+    slow.join(20)
+    assert [reply.text for reply in replies] == ["slept"]
+    wait_for(lambda: not pid_alive(worker), 10, message="the orphaned worker to exit")
+    assert "master went away; finishing the requests in hand" in server.log()
