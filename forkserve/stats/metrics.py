@@ -138,6 +138,7 @@ class WorkerStats:
     last_restart_reason: str | None
     connections: dict[str, int] = field(default_factory=dict)  # held by its loop, by state
     threads: list[ThreadStats] = field(default_factory=list)  # its app threads (threads > 1)
+    queue_worst: float = 0.0  # the worst queue time of its requests begun in the last 5-10 s
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,8 @@ def _thread_stats(view: SlotView, now: float) -> ThreadStats:
     )
 
 
-def _worker_stats(view: SlotView, now: float, telemetry: Telemetry, threads: list[SlotView]) -> WorkerStats:
+def _worker_stats(view: SlotView, now: float, telemetry: Telemetry, threads: list[SlotView],
+                  scoreboard: Scoreboard) -> WorkerStats:
     busy = _busy(view)
     return WorkerStats(
         slot=view.index,
@@ -230,6 +232,7 @@ def _worker_stats(view: SlotView, now: float, telemetry: Telemetry, threads: lis
         last_restart_reason=telemetry.last_restart_by_slot.get(view.index),
         connections=dict(zip(CONNECTION_STATES, view.connections, strict=True)),
         threads=[_thread_stats(thread, now) for thread in sorted(threads, key=lambda item: item.thread)],
+        queue_worst=max(scoreboard.queue_peak(item.index, now) for item in [view, *threads]),
     )
 
 
@@ -243,8 +246,8 @@ def snapshot(master: Master) -> Snapshot:
     for view in views:
         if view.owner is not None:
             threads_of.setdefault(view.owner, []).append(view)
-    workers = [_worker_stats(view, now, telemetry, threads_of.get(view.index, []))
-               for view in views if view.pid > 0 and view.owner is None]
+    workers = [_worker_stats(view, now, telemetry, threads_of.get(view.index, []), scoreboard)
+               for view in views if view.pid > 0 and view.owner is None and scoreboard is not None]
     states = {state.name.lower(): 0 for state in _SHOWN_STATES}
     thread_states = {state.name.lower(): 0 for state in _SHOWN_STATES}
     for worker in workers:
@@ -310,6 +313,7 @@ def stats_json(snap: Snapshot) -> dict[str, Any]:
                 "heartbeat_age": round(worker.heartbeat_age, 3),
                 "last_restart_reason": worker.last_restart_reason,
                 "connections": worker.connections,
+                "queue_time_worst": round(worker.queue_worst, 6),
                 "threads": [
                     {
                         "thread": thread.number,
@@ -329,6 +333,7 @@ def stats_json(snap: Snapshot) -> dict[str, Any]:
             "bytes_out": totals.bytes_out,
             "duration_seconds_sum": round(totals.duration_sum, 6),
             "queue_seconds_sum": round(totals.queue_sum, 6),
+            "shed": totals.shed,
         },
         "restarts": snap.restarts,
         "listeners": [
@@ -411,6 +416,9 @@ def render_prometheus(snap: Snapshot) -> str:
     out.family("forkserve_request_queue_seconds", "histogram",
                "Time a complete request (head and buffered body) waited for the app.",
                _histogram(totals.queue_buckets, totals.queue_sum))
+    out.family("forkserve_requests_shed_total", "counter",
+               "Requests answered 503 with Retry-After because they had waited past max_queue_time.",
+               [("", {}, totals.shed)])
     out.family("forkserve_connections", "gauge",
                "Connections held by the workers, by state (reading a request, idle between "
                "keep-alive requests, in or waiting for the app, flushing a response).",

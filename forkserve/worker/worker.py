@@ -315,6 +315,7 @@ class Worker:
                     config.access_log_format, logs.access_log,
                     then=self._after_request if wants_after else None,
                 ),
+                max_queue_time=config.max_queue_time,
             )
 
         if self.thread_slots:
