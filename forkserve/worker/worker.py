@@ -46,7 +46,7 @@ from forkserve.http.head import HeadLimits
 from forkserve.http.proxy import ProxyTrust
 from forkserve.http.requestid import before_request_hook
 from forkserve.http.response import Response
-from forkserve.process import logs, privileges, stackdump
+from forkserve.process import logs, privileges, stackdump, statsd
 from forkserve.process.exits import EXIT_BOOT_FAILED, EXIT_FAILURE, EXIT_OK
 from forkserve.process.hooks import HookRequest, PassesThroughHooks, call_hook
 from forkserve.process.loader import AppLoadError, load_app
@@ -297,6 +297,7 @@ class Worker:
             for listener in self.listeners
         }
         wants_after = config.hook("post_request") is not None or self.memory_limit > 0
+        statsd_client = statsd.client_for(config)  # gunicorn's per-request StatsD metrics, when set
 
         def runner(slot: SlotWriter) -> RequestRunner:
             return RequestRunner(
@@ -313,7 +314,7 @@ class Worker:
                 ),
                 after_request=after_request_hook(
                     config.access_log_format, logs.access_log,
-                    then=self._after_request if wants_after else None,
+                    then=statsd.after_request_hook(statsd_client, then=self._after_request if wants_after else None),
                 ),
                 max_queue_time=config.max_queue_time,
             )

@@ -1,0 +1,91 @@
+"""What the master does for operators beside supervision, gathered so the arbiter calls one object.
+
+Once per loop turn (:meth:`Operations.tick`, at most once a second for the measured parts) it
+measures the fleet's load (:mod:`forkserve.master.load`) and sends the master's StatsD gauges
+and restart counters. Each part is off unless its setting turns it on, and none of them can stop
+supervision: a failure is logged and the part carries on or stops alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from forkserve.master.load import Load, measure
+from forkserve.process import statsd
+
+# The arbiter (which imports this module) and its worker records, as this module sees them.
+Arbiter = Any
+WorkerRecord = Any
+
+MEASURE_EVERY = 1.0  # seconds between two load measurements
+
+
+class Operations:
+    """StatsD gauges, for one master."""
+
+    def __init__(self, arbiter: Arbiter) -> None:
+        self.arbiter = arbiter
+        self.statsd: statsd.StatsdClient | None = None
+        self.config: Any = None
+        self.load = Load()
+        self.measured_at = 0.0
+        self.restarts_sent: dict[str, int] = {}
+
+    def before_app(self) -> None:
+        """Before the app can be imported anywhere (preload, or the first fork)."""
+
+    def started(self) -> None:
+        """Sockets bound, before the first worker: set up StatsD."""
+        self.configure()
+
+    def configure(self) -> None:
+        """(Again after a HUP:) the StatsD client of the current settings."""
+        config = self.config = self.arbiter.config
+        if self.statsd is not None:
+            self.statsd.close()
+        self.statsd = statsd.client_for(config)
+        self.restarts_sent = dict(self.arbiter.telemetry.restarts)
+
+    def tick(self, now: float) -> None:
+        """One loop turn: measure once a second; report on a new measurement."""
+        if self.arbiter.config is not self.config:
+            self.configure()  # a HUP (or its abort) swapped the settings
+        if now - self.measured_at < MEASURE_EVERY or self.arbiter.scoreboard is None:
+            return
+        self.measured_at = now
+        fleet = self.arbiter.fleet
+        self.load = measure(self.arbiter.scoreboard,
+                            [(record.slot, record.thread_slots) for record in fleet.serving()],
+                            self.arbiter.listeners)
+        if self.statsd is not None:
+            self._send_gauges(self.load)
+    def _send_gauges(self, load: Load) -> None:
+        assert self.statsd is not None
+        client, config = self.statsd, self.arbiter.config
+        lines = [
+            client.gauge("gunicorn.workers", len(self.arbiter.fleet.serving())),
+            client.gauge("forkserve.workers.busy", load.busy),
+            client.gauge("forkserve.workers.target", self.arbiter.target_workers),
+            client.gauge("forkserve.queue_depth", load.listen_queue),
+            client.gauge("forkserve.requests.waiting", load.waiting),
+        ]
+        if config.enable_backlog_metric:
+            lines.append(client.histogram("gunicorn.backlog", load.listen_queue))
+        for reason, count in self.arbiter.telemetry.restarts.items():
+            sent = self.restarts_sent.get(reason, 0)
+            if count > sent:
+                lines.append(client.counter(f"forkserve.restarts.{reason}", count - sent))
+                self.restarts_sent[reason] = count
+        client.send(lines)
+
+    def next_wakeup(self, now: float) -> float | None:
+        """Seconds until a part needs the loop, if any."""
+        return None
+
+    def worker_exited(self, record: WorkerRecord) -> None:
+        """A worker was reaped."""
+
+    def close(self) -> None:
+        """The master exits."""
+        if self.statsd is not None:
+            self.statsd.close()
