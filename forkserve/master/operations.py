@@ -2,7 +2,8 @@
 
 Once per loop turn (:meth:`Operations.tick`, at most once a second for the measured parts) it
 measures the fleet's load (:mod:`forkserve.master.load`) and sends the master's StatsD gauges
-and restart counters. Each part is off unless its setting turns it on, and none of them can stop
+and restart counters; it owns the app's Prometheus multiprocess directory
+(:mod:`forkserve.stats.appmetrics`). Each part is off unless its setting turns it on, and none of them can stop
 supervision: a failure is logged and the part carries on or stops alone.
 """
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from forkserve.master.load import Load, measure
 from forkserve.process import statsd
+from forkserve.stats.appmetrics import AppMetrics
 
 # The arbiter (which imports this module) and its worker records, as this module sees them.
 Arbiter = Any
@@ -21,18 +23,21 @@ MEASURE_EVERY = 1.0  # seconds between two load measurements
 
 
 class Operations:
-    """StatsD gauges, for one master."""
+    """StatsD gauges and the app's metrics, for one master."""
 
     def __init__(self, arbiter: Arbiter) -> None:
         self.arbiter = arbiter
         self.statsd: statsd.StatsdClient | None = None
         self.config: Any = None
+        self.app_metrics: AppMetrics | None = None
         self.load = Load()
         self.measured_at = 0.0
         self.restarts_sent: dict[str, int] = {}
 
     def before_app(self) -> None:
-        """Before the app can be imported anywhere (preload, or the first fork)."""
+        """Before the app can be imported anywhere (preload, or the first fork): the app's
+        Prometheus directory goes into the environment."""
+        self.app_metrics = self.arbiter.telemetry.app_metrics = AppMetrics.start(self.arbiter.config)
 
     def started(self) -> None:
         """Sockets bound, before the first worker: set up StatsD."""
@@ -83,9 +88,13 @@ class Operations:
         return None
 
     def worker_exited(self, record: WorkerRecord) -> None:
-        """A worker was reaped."""
+        """A worker was reaped: its live gauges in the app's metrics go."""
+        if self.app_metrics is not None:
+            self.app_metrics.process_dead(record.pid)
 
     def close(self) -> None:
-        """The master exits."""
+        """The master exits: remove the app's metrics directory."""
+        if self.app_metrics is not None:
+            self.app_metrics.close()
         if self.statsd is not None:
             self.statsd.close()

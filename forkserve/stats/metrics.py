@@ -51,6 +51,7 @@ class Telemetry:
         self.draining = False
         self.last_tick = time.monotonic()
         self.fully_booted = False
+        self.app_metrics: Any = None  # forkserve.stats.appmetrics.AppMetrics, when the app's are served
         self._unclaimed: deque[str] = deque(maxlen=64)  # reasons whose replacement is not forked yet
 
     def record_restart(self, reason: str) -> None:
