@@ -2,18 +2,22 @@
 
 Once per loop turn (:meth:`Operations.tick`, at most once a second for the measured parts) it
 measures the fleet's load (:mod:`forkserve.master.load`) and sends the master's StatsD gauges
-and restart counters; it owns the app's Prometheus multiprocess directory
-(:mod:`forkserve.stats.appmetrics`). Each part is off unless its setting turns it on, and none of them can stop
+and restart counters; it owns the control socket (:mod:`forkserve.master.control`) and the
+app's Prometheus multiprocess directory (:mod:`forkserve.stats.appmetrics`). Each part is off unless its setting turns it on, and none of them can stop
 supervision: a failure is logged and the part carries on or stops alone.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from forkserve.master import stacks
 from forkserve.master.load import Load, measure
 from forkserve.process import statsd
 from forkserve.stats.appmetrics import AppMetrics
+
+if TYPE_CHECKING:
+    from forkserve.master.control import ControlServer
 
 # The arbiter (which imports this module) and its worker records, as this module sees them.
 Arbiter = Any
@@ -23,13 +27,14 @@ MEASURE_EVERY = 1.0  # seconds between two load measurements
 
 
 class Operations:
-    """StatsD gauges and the app's metrics, for one master."""
+    """StatsD gauges, the control socket and the app's metrics, for one master."""
 
     def __init__(self, arbiter: Arbiter) -> None:
         self.arbiter = arbiter
         self.statsd: statsd.StatsdClient | None = None
         self.config: Any = None
         self.app_metrics: AppMetrics | None = None
+        self.control: ControlServer | None = None
         self.load = Load()
         self.measured_at = 0.0
         self.restarts_sent: dict[str, int] = {}
@@ -40,8 +45,13 @@ class Operations:
         self.app_metrics = self.arbiter.telemetry.app_metrics = AppMetrics.start(self.arbiter.config)
 
     def started(self) -> None:
-        """Sockets bound, before the first worker: set up StatsD."""
+        """Sockets bound, before the first worker: open the control socket, set up StatsD."""
         self.configure()
+        stacks.ignore_in_master()
+        if not self.arbiter.config.control_socket_disable:
+            from forkserve.master.control import open_control_server
+
+            self.control = open_control_server(self.arbiter)
 
     def configure(self) -> None:
         """(Again after a HUP:) the StatsD client of the current settings."""
@@ -55,6 +65,8 @@ class Operations:
         """One loop turn: measure once a second; report on a new measurement."""
         if self.arbiter.config is not self.config:
             self.configure()  # a HUP (or its abort) swapped the settings
+        if self.control is not None:
+            self.control.tick(now)
         if now - self.measured_at < MEASURE_EVERY or self.arbiter.scoreboard is None:
             return
         self.measured_at = now
@@ -84,16 +96,20 @@ class Operations:
         client.send(lines)
 
     def next_wakeup(self, now: float) -> float | None:
-        """Seconds until a part needs the loop, if any."""
-        return None
+        """Seconds until a part needs the loop (a pending ``stacks`` reply), if any."""
+        return self.control.next_wakeup(now) if self.control is not None else None
 
     def worker_exited(self, record: WorkerRecord) -> None:
         """A worker was reaped: its live gauges in the app's metrics go."""
         if self.app_metrics is not None:
             self.app_metrics.process_dead(record.pid)
+        if self.control is not None:
+            self.control.worker_exited(record)
 
     def close(self) -> None:
-        """The master exits: remove the app's metrics directory."""
+        """The master exits: close the control socket, remove the app's metrics directory."""
+        if self.control is not None:
+            self.control.close()
         if self.app_metrics is not None:
             self.app_metrics.close()
         if self.statsd is not None:
