@@ -1,10 +1,12 @@
 """What the master does for operators beside supervision, gathered so the arbiter calls one object.
 
 Once per loop turn (:meth:`Operations.tick`, at most once a second for the measured parts) it
-measures the fleet's load (:mod:`forkserve.master.load`) and sends the master's StatsD gauges
-and restart counters; it owns the control socket (:mod:`forkserve.master.control`) and the
-app's Prometheus multiprocess directory (:mod:`forkserve.stats.appmetrics`). Each part is off unless its setting turns it on, and none of them can stop
-supervision: a failure is logged and the part carries on or stops alone.
+measures the fleet's load (:mod:`forkserve.master.load`), sends the master's StatsD gauges and
+restart counters, and lets the adaptive worker count (:mod:`forkserve.master.adaptive`) decide;
+it owns the control socket (:mod:`forkserve.master.control`) and the app's Prometheus
+multiprocess directory (:mod:`forkserve.stats.appmetrics`). Each part is off unless its setting
+turns it on, and none of them can stop supervision: a failure is logged and the part carries on
+or stops alone.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from forkserve.master import stacks
+from forkserve.master.adaptive import Adaptive
 from forkserve.master.load import Load, measure
 from forkserve.process import statsd
+from forkserve.process.logs import error_log
 from forkserve.stats.appmetrics import AppMetrics
 
 if TYPE_CHECKING:
@@ -27,14 +31,14 @@ MEASURE_EVERY = 1.0  # seconds between two load measurements
 
 
 class Operations:
-    """StatsD gauges, the control socket and the app's metrics, for one master."""
+    """StatsD gauges, the adaptive fleet, the control socket and the app's metrics, for one master."""
 
     def __init__(self, arbiter: Arbiter) -> None:
         self.arbiter = arbiter
         self.statsd: statsd.StatsdClient | None = None
-        self.config: Any = None
-        self.app_metrics: AppMetrics | None = None
+        self.adaptive = Adaptive(arbiter)
         self.control: ControlServer | None = None
+        self.app_metrics: AppMetrics | None = None
         self.load = Load()
         self.measured_at = 0.0
         self.restarts_sent: dict[str, int] = {}
@@ -46,24 +50,26 @@ class Operations:
 
     def started(self) -> None:
         """Sockets bound, before the first worker: open the control socket, set up StatsD."""
+        config = self.arbiter.config
         self.configure()
         stacks.ignore_in_master()
-        if not self.arbiter.config.control_socket_disable:
+        if not config.control_socket_disable:
             from forkserve.master.control import open_control_server
 
             self.control = open_control_server(self.arbiter)
 
     def configure(self) -> None:
-        """(Again after a HUP:) the StatsD client of the current settings."""
-        config = self.config = self.arbiter.config
+        """(Again after a HUP:) the StatsD client and the adaptive limits of the current settings."""
+        config = self.arbiter.config
         if self.statsd is not None:
             self.statsd.close()
         self.statsd = statsd.client_for(config)
         self.restarts_sent = dict(self.arbiter.telemetry.restarts)
+        self.adaptive.configure(config)
 
     def tick(self, now: float) -> None:
-        """One loop turn: measure once a second; report on a new measurement."""
-        if self.arbiter.config is not self.config:
+        """One loop turn: measure once a second; report and adapt on a new measurement."""
+        if self.arbiter.config is not self.adaptive.config:
             self.configure()  # a HUP (or its abort) swapped the settings
         if self.control is not None:
             self.control.tick(now)
@@ -74,8 +80,13 @@ class Operations:
         self.load = measure(self.arbiter.scoreboard,
                             [(record.slot, record.thread_slots) for record in fleet.serving()],
                             self.arbiter.listeners)
+        try:
+            self.adaptive.decide(self.load, now)
+        except Exception:  # noqa: BLE001 -- a scaling bug must not stop supervision
+            error_log.exception("adaptive worker count failed; the fleet stays as it is")
         if self.statsd is not None:
             self._send_gauges(self.load)
+
     def _send_gauges(self, load: Load) -> None:
         assert self.statsd is not None
         client, config = self.statsd, self.arbiter.config

@@ -51,6 +51,7 @@ class Telemetry:
         self.draining = False
         self.last_tick = time.monotonic()
         self.fully_booted = False
+        self.scaling: dict[str, Any] | None = None  # the adaptive worker count (max_workers), when on
         self.app_metrics: Any = None  # forkserve.stats.appmetrics.AppMetrics, when the app's are served
         self._unclaimed: deque[str] = deque(maxlen=64)  # reasons whose replacement is not forked yet
 
@@ -167,6 +168,7 @@ class Snapshot:
     states: dict[str, int] = field(default_factory=dict)
     connections: dict[str, int] = field(default_factory=dict)
     thread_states: dict[str, int] = field(default_factory=dict)
+    scaling: dict[str, Any] | None = None
 
     @property
     def booted(self) -> int:
@@ -278,6 +280,7 @@ def snapshot(master: Master) -> Snapshot:
         states=states,
         connections=connections,
         thread_states=thread_states,
+        scaling=telemetry.scaling,
     )
 
 
@@ -337,6 +340,7 @@ def stats_json(snap: Snapshot) -> dict[str, Any]:
             "shed": totals.shed,
         },
         "restarts": snap.restarts,
+        "adaptive": snap.scaling,
         "listeners": [
             {
                 "address": item.address,
@@ -435,6 +439,11 @@ def render_prometheus(snap: Snapshot) -> str:
                [("", {}, snap.target_workers)])
     out.family("forkserve_worker_restarts_total", "counter", "Workers replaced, by reason.",
                [("", {"reason": reason}, count) for reason, count in snap.restarts.items()])
+    if snap.scaling is not None:
+        out.family("forkserve_worker_scaling_total", "counter", "Adaptive worker count changes (max_workers).",
+                   [("", {"direction": key}, count) for key, count in snap.scaling["changes"].items()])
+        out.family("forkserve_workers_max", "gauge", "The adaptive worker count's ceiling (max_workers).",
+                   [("", {}, snap.scaling["max_workers"])])
     known = [item for item in snap.listeners if item.queue is not None]
     out.family("forkserve_listen_queue_depth", "gauge",
                "Connections waiting in a listening socket's accept queue.",
