@@ -43,7 +43,7 @@ TAIL_S = 1.0  # at least this much load after the disturbance is over
 SIGNAL_DEADLINE = 30.0  # for a disturbance to take effect
 KILLED_WINDOW_S = 1.0  # a loss this soon after the SIGKILL is the killed worker's request
 RELOAD_ARGS = {"rolling-hup": ("--reload-strategy", "rolling"), "max-requests": ("--max-requests", "50"),
-               "adaptive": ("--max-workers", "4", "--scale-up-queue-time", "0.05", "--scale-down-after", "1")}
+               "adaptive": ("--max-workers", "4", "--scale-up-queue-time", "0.05", "--scale-down-after", "0.5")}
 ADAPTIVE_MAX = 4
 ADAPTIVE_DELAY = "0.02"  # seconds the app waits per request in the adaptive scenario
 

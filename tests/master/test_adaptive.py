@@ -6,12 +6,13 @@ import logging
 from types import SimpleNamespace
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from forkserve.master.adaptive import Adaptive
 from forkserve.master.load import Load, measure
 from forkserve.process.budget import Budget
 from forkserve.process.scoreboard import Scoreboard
-from forkserve.stats.metrics import Telemetry
+from forkserve.stats.metrics import Telemetry, render_prometheus, snapshot, stats_json
 
 
 class FakeBudget(Budget):
@@ -174,3 +175,19 @@ def test_the_threshold_reads_as_a_histogram_bound(threshold):
     master.config.scale_up_queue_time = threshold
     adaptive, _ = adaptive_for(master)
     assert adaptive.bound >= threshold
+
+
+def test_stats_and_metrics_show_the_adaptive_fleet():
+    master = FakeMaster(workers=1, max_workers=3)
+    adaptive, _ = adaptive_for(master)
+    master.waited(1.0)
+    adaptive.decide(BUSY, 1.0)
+    master.listeners, master.pid = [], 1
+    snap = snapshot(master)
+    document = stats_json(snap)["adaptive"]
+    assert document["min_workers"] == 1 and document["max_workers"] == 3
+    assert document["changes"] == {"up": 1, "down": 0} and document["last_change"].startswith("1 -> 2: ")
+    families = {family.name: family for family in text_string_to_metric_families(render_prometheus(snap))}
+    assert {sample.labels["direction"]: sample.value for sample in families["forkserve_worker_scaling"].samples} \
+        == {"up": 1.0, "down": 0.0}
+    assert families["forkserve_workers_max"].samples[0].value == 3

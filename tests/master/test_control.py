@@ -96,7 +96,7 @@ def test_stacks_shows_every_thread_live_and_a_worker_stuck_in_c_does_not_hang_it
     path = os.path.join(socket_dir, "ctl.sock")
     server = start_server("-w", "2", "--timeout", "60", "--control-socket", path, "ops_apps:stuck")
     # One worker sleeps in the app (its signal handlers can run); the other holds the GIL in C.
-    for target in ("/sleep?8", "/c?8"):
+    for target in ("/sleep?5", "/c?4"):
         threading.Thread(target=lambda target=target: requests.get(server.url + target, timeout=30),
                          daemon=True).start()
         wait_for(lambda target=target: target.split("?")[0] in ctl("--socket", path, "status").stdout, 5,
@@ -109,7 +109,7 @@ def test_stacks_shows_every_thread_live_and_a_worker_stuck_in_c_does_not_hang_it
     text = stacks.stdout
     assert text.startswith("2 worker(s)")
     assert len(re.findall(r"^=== worker \d+ ", text, re.MULTILINE)) == 2
-    assert re.search(r"MainThread, busy: GET /sleep\?8 for [\d.]+s\) \(most recent call first\):\n"
+    assert re.search(r"MainThread, busy: GET /sleep\?5 for [\d.]+s\) \(most recent call first\):\n"
                      r"  File \".*ops_apps.py\", line \d+ in stuck", text), text
     assert "forkserve-monitor" in text
     # The worker stuck in C still wrote its stacks (from faulthandler's C handler), by thread id.
