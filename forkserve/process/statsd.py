@@ -201,11 +201,17 @@ class LogLevelCounter(logging.Handler):
             lines.append(self.client.counter("gunicorn.log.exception"))
         self.client.send(lines)
 
+    def close(self) -> None:
+        """Removed from the error log (logs.setup on HUP): its socket goes with it."""
+        self.client.close()
+        super().close()
+
 
 def install_log_counter(client: StatsdClient | None, logger: logging.Logger = error_log) -> None:
     """Count the error log's warnings and errors (a HUP's new client replaces the old one)."""
     for handler in [item for item in logger.handlers if isinstance(item, LogLevelCounter)]:
         logger.removeHandler(handler)
+        handler.close()
     if client is not None:
         logger.addHandler(LogLevelCounter(client))
 
