@@ -234,7 +234,8 @@ def adaptive(ctx: Context) -> None:
     _wait(lambda: len(ctx.server.worker_pids()) == 1, SIGNAL_DEADLINE, "the fleet to shrink back to 1 worker")
     changes = [line.split("adaptive: ", 1)[1] for line in ctx.server.log_tail(400).splitlines()
                if "adaptive: " in line]
-    ctx.notes.append(f"adaptive: grew to {grown} workers under {2 * ctx.settings.threads} more clients "
+    ctx.notes.append(f"adaptive (-w 1 --max-workers {ADAPTIVE_MAX}, the app waiting {ADAPTIVE_DELAY} s per "
+                     f"request, 1 client): grew to {grown} workers under {2 * ctx.settings.threads} more clients "
                      f"({len(ctx.extra_records)} requests), back to 1 once they stopped")
     ctx.notes += [f"log: {change}" for change in changes]
 
