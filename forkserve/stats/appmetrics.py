@@ -14,7 +14,8 @@ app is imported, ``mark_process_dead`` in ``child_exit`` and an endpoint of one'
   process's live gauge files (``multiprocess_mode`` ``all`` and the ``live*`` modes), so its
   gauges vanish; its counters, histograms and summaries stay counted, so totals never drop;
 - ``/metrics`` on ``stats_bind`` serves the merged metrics after forkserve's own;
-- at exit it removes the directory it created (never one it was given).
+- at exit it removes the directory it created (never one it was given); one left behind by a
+  master that was killed is removed by the next master that starts.
 
 A USR2 successor makes a directory of its own (its counters start from zero, which Prometheus
 reads as a counter reset).
@@ -34,6 +35,15 @@ from forkserve.process.logs import error_log
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 OWNED_ENV = "FORKSERVE_APP_METRICS_DIR"  # the directory this server made (not a user's)
 _LIVE_GAUGES = ("gauge_all_{pid}.db", "gauge_live*_{pid}.db")
+PREFIX = "forkserve-app-metrics-"  # + the master's pid: a directory whose master is gone is an orphan
+
+
+def _remove_orphans() -> None:
+    """Remove the directories of masters that died without cleaning up (SIGKILL, a crash)."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{PREFIX}*-*")):
+        pid = os.path.basename(path)[len(PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class AppMetrics:
@@ -60,7 +70,8 @@ class AppMetrics:
             os.environ[ENV] = given
             error_log.info("app metrics: prometheus_client multiprocess mode in %s (from the environment)", given)
             return cls(given, owned=False)
-        directory = tempfile.mkdtemp(prefix="forkserve-app-metrics-")
+        _remove_orphans()
+        directory = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
         os.environ[ENV] = os.environ[OWNED_ENV] = directory
         error_log.info("app metrics: prometheus_client multiprocess mode in %s", directory)
         return cls(directory, owned=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import tempfile
 from pathlib import Path
 
 import requests
@@ -55,6 +56,13 @@ def test_counters_are_exact_and_dead_workers_gauges_vanish_across_recycling_and_
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0
     assert not directory.exists()
+
+
+def test_a_killed_masters_directory_is_removed_by_the_next_one(start_server):
+    orphan = Path(tempfile.gettempdir()) / "forkserve-app-metrics-999999999-test"
+    orphan.mkdir(exist_ok=True)
+    start_server("-w", "1", "ops_apps:queue_echo")
+    assert not orphan.exists()
 
 
 def test_the_environment_directory_is_used_and_kept(start_server, tmp_path):
