@@ -85,6 +85,21 @@ max_worker_lifetime_jitter = 0.0
 # time, each after its replacement is ready. (command line: --reload-strategy)
 reload_strategy = 'all'
 
+# Adaptive worker count: grow from 'workers' up to this many while every worker (every app thread) is
+# busy and requests wait longer than scale_up_queue_time; shrink back, idle workers first and
+# gracefully, after scale_down_after seconds with spare workers. Never beyond the cgroup's memory
+# budget, nor while its CPU quota is used up. 0: a fixed count. (command line: --max-workers)
+max_workers = 0
+
+# With max_workers: the queue time (seconds a request waited for the app, or the age of the oldest
+# connection in the listen queue) past which a fleet of busy workers grows by one. (command line:
+# --scale-up-queue-time)
+scale_up_queue_time = 0.2
+
+# With max_workers: seconds with at least one idle worker and no queueing after which the fleet
+# shrinks by one (never below 'workers'). (command line: --scale-down-after)
+scale_down_after = 30.0
+
 # ---- HTTP --------------------------------------------------------------------------------------
 
 # Longest request line in bytes (414 beyond). 0 means the 64 KiB hard cap. (command line: --limit-
@@ -140,6 +155,11 @@ sendfile = True
 # generated; the app sees it as environ['forkserve.request_id']). Empty to not echo it. (command line:
 # --request-id-header)
 request_id_header = 'X-Request-ID'
+
+# Shed load: a request that has already waited longer than this many seconds for the app (its queue
+# time, see README) is answered 503 with Retry-After without calling the app, and counted; its client
+# has most likely given up. 0 disables. (command line: --max-queue-time)
+max_queue_time = 0.0
 
 # ---- TLS ---------------------------------------------------------------------------------------
 
@@ -273,6 +293,38 @@ shutdown_delay = 0.0
 # from the scoreboard: it answers even when every worker is busy. Off by default. 'forkserve top
 # --stats ADDRESS' shows it live. (command line: --stats-bind)
 stats_bind = None
+
+# Send metrics to this StatsD (or DogStatsD) server: HOST:PORT or unix:PATH (a datagram socket), with
+# gunicorn's metric names. Never blocks or fails a request. (command line: --statsd-host)
+statsd_host = None
+
+# Prefix of every StatsD metric name (a '.' is added when missing). (command line: --statsd-prefix)
+statsd_prefix = ''
+
+# Comma-separated DogStatsD tags added to every StatsD metric, e.g. 'env:prod,app:shop'. (command
+# line: --dogstatsd-tags)
+dogstatsd_tags = ''
+
+# Also send the listen queue depth to StatsD as gunicorn's 'backlog' histogram. (command line:
+# --enable-backlog-metric)
+enable_backlog_metric = False
+
+# When prometheus_client is installed: give the app a private PROMETHEUS_MULTIPROC_DIR (or use the one
+# set), mark exited workers dead, and serve the app's metrics, merged across workers, on the stats
+# endpoint's /metrics. (command line: --app-metrics)
+app_metrics = True
+
+# Unix socket of the master for 'forkserve ctl' (status, workers N, reload, reopen-logs, stop,
+# stacks). Default: forkserve.ctl beside the pidfile, else in $XDG_RUNTIME_DIR, else in the directory
+# forkserve was started in. (command line: --control-socket)
+control_socket = None
+
+# Permission bits of the control socket file. Whatever they allow, only the master's own user and root
+# are served (the peer's credentials are checked). (command line: --control-socket-mode)
+control_socket_mode = 384
+
+# Do not open the control socket. (command line: --no-control-socket)
+control_socket_disable = False
 
 # ---- Development -------------------------------------------------------------------------------
 

@@ -27,6 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from forkserve.stats.top import main as top_main
 
         return top_main(argv[1:])
+    if argv[:1] == ["ctl"]:
+        from forkserve.stats.ctl import main as ctl_main
+
+        return ctl_main(argv[1:])
     try:
         config = resolve(argv, os.environ)
     except UsageError as error:

@@ -1,6 +1,7 @@
 """The chaos suite's app: every answer proves which request it belongs to.
 
-``/download`` is the benchmarks' fixed 1 MiB file (for slow readers). Anything else echoes: the
+``/download`` is the benchmarks' fixed 1 MiB file (for slow readers). Anything else echoes
+(after waiting ``CHAOS_APP_DELAY`` seconds when that is set: an I/O-bound app): the
 request's id (the ``id`` query parameter), the SHA-256 and length of the body it received, then
 the body itself. A client that checks the whole answer against what it sent catches a lost, cut,
 mixed-up (another request's answer) or corrupted request, not just a bad status.
@@ -9,10 +10,14 @@ mixed-up (another request's answer) or corrupted request, not just a bad status.
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from benchmarks.apps.bench_apps import READ_BLOCK, StartResponse, download
+
+DELAY = float(os.environ.get("CHAOS_APP_DELAY") or 0)
 
 
 def expected_answer(request_id: str, body: bytes) -> bytes:
@@ -41,6 +46,8 @@ def application(environ: dict[str, Any], start_response: StartResponse) -> Itera
     query = environ.get("QUERY_STRING", "")
     request_id = next((part[3:] for part in query.split("&") if part.startswith("id=")), "")
     answer = expected_answer(request_id, _read_body(environ))
+    if DELAY:
+        time.sleep(DELAY)  # waiting on a database or an API
     start_response("200 OK", [("Content-Type", "application/octet-stream"),
                               ("Content-Length", str(len(answer)))])
     return [answer]

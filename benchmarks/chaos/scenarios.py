@@ -7,6 +7,11 @@ a replaced worker, a new master serving — and lets the load run to the end of 
 least TAIL_S after the disturbance). Then the load stops, the server is stopped, and the
 records are judged: every request that was sent must have its correct answer.
 
+The adaptive scenario starts one worker (``--max-workers 4``) of an I/O-bound app under a light
+load, adds a burst of clients until the fleet has grown to its maximum, stops the burst and
+waits, the light load still running, until the fleet is back to one worker: every request of
+both loads must be answered.
+
 The one exception is what a SIGKILLed worker had in its hands: the request in the app (one per
 app thread), and a request sent at that moment on a connection the worker held (its loop holds
 many). They are counted apart ("killed in flight") when they broke as the kill happened — sent
@@ -37,7 +42,10 @@ LEAD_SHARE = 0.25  # of the duration, load before the disturbance
 TAIL_S = 1.0  # at least this much load after the disturbance is over
 SIGNAL_DEADLINE = 30.0  # for a disturbance to take effect
 KILLED_WINDOW_S = 1.0  # a loss this soon after the SIGKILL is the killed worker's request
-RELOAD_ARGS = {"rolling-hup": ("--reload-strategy", "rolling"), "max-requests": ("--max-requests", "50")}
+RELOAD_ARGS = {"rolling-hup": ("--reload-strategy", "rolling"), "max-requests": ("--max-requests", "50"),
+               "adaptive": ("--max-workers", "4", "--scale-up-queue-time", "0.05", "--scale-down-after", "0.5")}
+ADAPTIVE_MAX = 4
+ADAPTIVE_DELAY = "0.02"  # seconds the app waits per request in the adaptive scenario
 
 
 class DisturbanceFailed(RuntimeError):
@@ -60,11 +68,12 @@ class Settings:
 class ChaosServer(RunningServer):
     """forkserve started for one scenario, which follows its master across a USR2 upgrade."""
 
-    def __init__(self, workdir: Path, extra: tuple[str, ...]) -> None:
+    def __init__(self, workdir: Path, extra: tuple[str, ...], workers: int = WORKERS,
+                 env: dict[str, str] | None = None) -> None:
         self.pidfile = workdir / "forkserve.pid"
         kind = ServerKind("forkserve", "forkserve", ("--pid", str(self.pidfile), "--log-level", "info", *extra))
         self.master = 0
-        super().__init__(kind, APP, WORKERS, workdir)
+        super().__init__(kind, APP, workers, workdir, env)
         self.master = self.pid
 
     def worker_pids(self) -> list[int]:
@@ -103,6 +112,7 @@ class Context:
     killed_at: float = math.nan  # time.monotonic() of a SIGKILL to a worker
     refusals_allowed_after: float = math.inf  # connections refused after this moment are expected
     workers_seen: set[int] = field(default_factory=set)
+    extra_records: list[Record] = field(default_factory=list)  # a second load's, judged with the first
 
 
 def _new_generation(ctx: Context, old: set[int], what: str) -> None:
@@ -210,6 +220,26 @@ def slow_readers(ctx: Context) -> None:
                            expected_length=DOWNLOAD_SIZE).start())
 
 
+def adaptive(ctx: Context) -> None:
+    """A burst of clients on a one-worker fleet of an I/O-bound app: it grows to max_workers; the
+    burst stops: it shrinks back to one worker, idle workers first, while the light load runs on."""
+    burst = ChaosLoad(ctx.server.port, 2 * ctx.settings.threads, ctx.settings.request_timeout,
+                      ctx.settings.seed + 1).start()
+    try:
+        grown = len(_wait(lambda: (pids := ctx.server.worker_pids()) and len(pids) >= ADAPTIVE_MAX and pids,
+                          SIGNAL_DEADLINE, f"the fleet to grow to {ADAPTIVE_MAX} workers under the burst"))
+    finally:
+        burst.stop()
+        ctx.extra_records += burst.snapshot()
+    _wait(lambda: len(ctx.server.worker_pids()) == 1, SIGNAL_DEADLINE, "the fleet to shrink back to 1 worker")
+    changes = [line.split("adaptive: ", 1)[1] for line in ctx.server.log_tail(400).splitlines()
+               if "adaptive: " in line]
+    ctx.notes.append(f"adaptive (-w 1 --max-workers {ADAPTIVE_MAX}, the app waiting {ADAPTIVE_DELAY} s per "
+                     f"request, 1 client): grew to {grown} workers under {2 * ctx.settings.threads} more clients "
+                     f"({len(ctx.extra_records)} requests), back to 1 once they stopped")
+    ctx.notes += [f"log: {change}" for change in changes]
+
+
 def steady(ctx: Context) -> None:
     """No disturbance: the load alone (what every other scenario is compared with)."""
 
@@ -225,6 +255,7 @@ DISTURBANCES: dict[str, Callable[[Context], None]] = {
     "term": term,
     "stalled-clients": stalled_clients,
     "slow-readers": slow_readers,
+    "adaptive": adaptive,
 }
 
 
@@ -299,14 +330,17 @@ def run_scenario(name: str, settings: Settings, workdir: Path, progress: Callabl
     extra = (*RELOAD_ARGS.get(name, ()), *settings.server_args)
     scenario_dir = workdir / name
     scenario_dir.mkdir()
-    server = ChaosServer(scenario_dir, extra)
+    adaptive_run = name == "adaptive"
+    server = ChaosServer(scenario_dir, extra, workers=1 if adaptive_run else WORKERS,
+                         env={"CHAOS_APP_DELAY": ADAPTIVE_DELAY} if adaptive_run else None)
     load: ChaosLoad | None = None
     error = ""
     try:
         server.wait_ready(time.monotonic() + READY_TIMEOUT)
         ctx = Context(server, settings)
         progress(f"{name}: {server.describe().strip()}")
-        load = ChaosLoad(server.port, settings.threads, settings.request_timeout, settings.seed).start()
+        threads = 1 if adaptive_run else settings.threads  # (adaptive: a light load; the burst is its own)
+        load = ChaosLoad(server.port, threads, settings.request_timeout, settings.seed).start()
         started = time.monotonic()
         _watch_workers(ctx, LEAD_SHARE * settings.duration_s)
         disturbance_start = time.monotonic()
@@ -323,7 +357,7 @@ def run_scenario(name: str, settings: Settings, workdir: Path, progress: Callabl
         if name == "max-requests":
             ctx.notes.append(f"max_requests: {len(ctx.workers_seen)} worker pids over the run "
                              f"({len(ctx.workers_seen) - WORKERS} recycled)")
-        return judge(name, load.snapshot(), ctx, (disturbance_start, disturbance_end), error)
+        return judge(name, load.snapshot() + ctx.extra_records, ctx, (disturbance_start, disturbance_end), error)
     finally:
         if load is not None:
             load.stop()

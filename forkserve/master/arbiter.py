@@ -39,6 +39,7 @@ from forkserve.master import systemd
 from forkserve.master.events import Events
 from forkserve.master.fleet import Fleet, WorkerRecord
 from forkserve.master.lifecycle import MasterLifecycle
+from forkserve.master.operations import Operations
 from forkserve.master.reload import Reload
 from forkserve.master.upgrade import Upgrade, handed_over
 from forkserve.process import logs
@@ -98,6 +99,7 @@ class Arbiter:
         self.telemetry = Telemetry()  # restarts, draining, loop tick: see forkserve.stats.metrics
         self.stats_server: StatsServer | None = None
         self.drain_ends_at: float | None = None  # TERM with shutdown_delay: when the wait is over
+        self.ops = Operations(self)  # StatsD, adaptive workers, control socket, the app's metrics
 
     # What hooks, the stats endpoint and the process model read: the fleet's, shown as the server's.
 
@@ -128,6 +130,7 @@ class Arbiter:
         except AppLoadError as error:
             error_log.error("%s", error)
             return EXIT_BOOT_FAILED
+        self.ops.before_app()  # PROMETHEUS_MULTIPROC_DIR, before the app is imported anywhere
         try:
             self.listeners = create_listeners(
                 self.config.bind,
@@ -167,6 +170,7 @@ class Arbiter:
                 listener.close(remove_path=not upgrading)
             if self.stats_server is not None:
                 self.stats_server.close(keep_path=upgrading)
+            self.ops.close()
             self.upgrade.hand_pidfile_to_new_master()
             call_hook(self.config, "on_exit", self)
             self.lifecycle.finished(code)  # pidfile removed if still ours, a waiting daemon launcher told
@@ -180,6 +184,7 @@ class Arbiter:
                 return EXIT_BOOT_FAILED
         self.prepare()
         self.events.install_signal_handlers(HANDLED_SIGNALS)
+        self.ops.started()  # the control socket, StatsD
         set_title(f"master [{self.config.app_name}]")
         error_log.info("forkserve %s starting (master pid %d)", __version__, self.pid)
         if self.upgrade.old_master_pid is not None:
@@ -241,7 +246,7 @@ class Arbiter:
             timeout = min(timeout, kill)
         if self.drain_ends_at is not None:
             timeout = min(timeout, self.drain_ends_at - now)
-        return max(0.01, timeout)
+        return max(0.01, min(timeout, self.ops.next_wakeup(now) or timeout))
 
     def handle_signals(self) -> None:
         """Act on every queued signal, in arrival order."""
@@ -264,6 +269,7 @@ class Arbiter:
         fleet.check_lifetimes(now)
         if self.reload.state is not None:
             self.reload.advance()
+        self.ops.tick(now)  # StatsD gauges, the adaptive worker count, the control socket
         fleet.stop_replaced_retirees(self.target_workers, self.paused)
         self.spawn_missing()
         self.lifecycle.tick(self)  # readiness (sd_notify, daemon launcher), master title, pidfile
@@ -384,6 +390,7 @@ class Arbiter:
             record = self.fleet.workers.pop(pid, None)
             if record is not None:
                 self._worker_exited(record, status)
+                self.ops.worker_exited(record)
 
     def _worker_exited(self, record: WorkerRecord, status: int) -> None:
         now = time.monotonic()

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from forkserve.master import stacks
 from forkserve.master.watchdog import Overdue, RespawnBackoff, overdue, same_episode, stall_limit
 from forkserve.process.exits import EXIT_BOOT_FAILED, describe_status
 from forkserve.process.hooks import call_hook
@@ -125,6 +126,7 @@ class Fleet:
         worker = Worker(config, server.listeners, self.scoreboard, index, self.control_write, server.app, server,
                         thread_slots)
         worker.end_of_life = spawned_at + lifetime  # monotonic time is the same in the child
+        worker.stacks_fd = stacks.new_file()  # 'ctl stacks' reads this worker's stacks from it
         call_hook(config, "pre_fork", server, worker)
         try:
             with signals_held():  # the child gets them once its own handlers are in place
@@ -132,12 +134,16 @@ class Fleet:
         except OSError as error:
             for slot in (index, *thread_slots):
                 self.scoreboard.release(slot)
+            if worker.stacks_fd is not None:
+                os.close(worker.stacks_fd)
             delay = self.backoff.worker_exited(0.0, time.monotonic())
             error_log.error("cannot fork a worker: %s; retrying in %.1fs", error.strerror, delay)
             return None
         if pid == 0:
             server.close_in_child()
             self.control_read.close()
+            for other in self.workers.values():  # the other workers' stack files are not ours
+                stacks.close_file(other)
             worker.run()  # never returns
         for slot in (index, *thread_slots):
             self.scoreboard.set_pid(slot, pid)
@@ -146,6 +152,8 @@ class Fleet:
             pid=pid, slot=index, spawned_at=spawned_at, generation=server.generation, lifetime=lifetime,
             thread_slots=thread_slots,
         )
+        if worker.stacks_fd is not None:
+            record.extra["stacks_fd"] = worker.stacks_fd
         self.workers[pid] = record
         error_log.info("booting worker %d", pid)
         return record
@@ -189,6 +197,7 @@ class Fleet:
             record.ready_at = now
         for slot in (record.slot, *record.thread_slots):
             self.scoreboard.release(slot)
+        stacks.close_file(record)
         boot_failed = (os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_BOOT_FAILED
                        and record.ready_at is None)
         self.log_exit(record, status, boot_failed, stopping)

@@ -16,6 +16,7 @@ import sys
 import time
 
 from forkserve.http.accesslog import compile_format
+from forkserve.process import statsd
 from forkserve.settings.registry import Config
 
 error_log = logging.getLogger("forkserve.error")
@@ -76,6 +77,7 @@ def setup(config: Config) -> None:
         logging_config.dictConfig({"version": 1, "disable_existing_loggers": False, **config.logconfig_dict})
     if config.capture_output:
         capture_output(config.errorlog)
+    statsd.install_log_counter(statsd.client_for(config), error_log)  # gunicorn.log.<level> counters
 
 
 def capture_output(errorlog: str) -> None:

@@ -25,7 +25,10 @@ Slot layout (little-endian, offsets in bytes)::
     432 connections    4 x uint32   connections held: reading, idle, in the app, flushing
     448 owner          int32     a thread slot: its worker's slot index + 1 (0: a worker's own slot)
     452 thread         uint16    a thread slot: the thread's number (1..threads)
-    454 ...            free
+    456 shed           uint64    requests answered 503 by max_queue_time instead of the app
+    464 queue_peak     float64   the worst queue time of the requests begun in the current window
+    472 queue_peak_at  float64   when that window began (wall clock); a window lasts QUEUE_WINDOW
+    480 ...            free
     505 abort          uint8     set by the master on a thread slot: time this request out
     504 drain          uint8     set by the master before a shutdown TERM: serve the backlog first
 
@@ -77,6 +80,11 @@ DRAIN_OFFSET = 504
 ABORT_OFFSET = 505
 OWNER_OFFSET = 448
 _OWNER = struct.Struct("<iH")  # owner slot + 1, thread number
+_SHED = struct.Struct("<Q")
+SHED_OFFSET = 456
+QUEUE_PEAK_OFFSET = 464
+_QUEUE_PEAK = struct.Struct("<dd")  # queue_peak, queue_peak_at
+QUEUE_WINDOW = 5.0  # seconds: a worker's "current worst queue time" covers the last 5 to 10 s
 
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
 # code // 100 -> index in STATUS_CLASSES; 0 (no response was started) and 6..9 are "other"
@@ -94,7 +102,8 @@ CONNECTIONS_OFFSET = 432
 _CONNECTIONS = struct.Struct("<4I")  # reading, idle, in the app, flushing
 CONNECTION_STATES = ("reading", "idle", "app", "flushing")
 assert COUNTERS_OFFSET % 8 == 0 and COUNTERS_OFFSET + _COUNTERS.size <= CONNECTIONS_OFFSET
-assert CONNECTIONS_OFFSET + _CONNECTIONS.size <= OWNER_OFFSET and OWNER_OFFSET + _OWNER.size <= DRAIN_OFFSET
+assert CONNECTIONS_OFFSET + _CONNECTIONS.size <= OWNER_OFFSET and OWNER_OFFSET + _OWNER.size <= SHED_OFFSET
+assert QUEUE_PEAK_OFFSET + _QUEUE_PEAK.size <= DRAIN_OFFSET and SHED_OFFSET % 8 == QUEUE_PEAK_OFFSET % 8 == 0
 
 
 @dataclass
@@ -108,6 +117,7 @@ class Counters:
     bytes_out: int = 0
     queue_buckets: list[int] = field(default_factory=lambda: [0] * _N_BUCKETS)
     queue_sum: float = 0.0
+    shed: int = 0
 
     def add(self, other: Counters) -> None:
         """Fold another set of counters into this one."""
@@ -119,6 +129,7 @@ class Counters:
         self.queue_buckets = [mine + theirs for mine, theirs in
                               zip(self.queue_buckets, other.queue_buckets, strict=True)]
         self.queue_sum += other.queue_sum
+        self.shed += other.shed
 
     @property
     def by_status_class(self) -> dict[str, int]:
@@ -208,7 +219,14 @@ class Scoreboard:
             values[_BYTES_INDEX],
             list(values[_QUEUE_INDEX:_QUEUE_SUM_INDEX]),
             values[_QUEUE_SUM_INDEX],
+            _SHED.unpack_from(self.memory, offset + SHED_OFFSET)[0],
         )
+
+    def queue_peak(self, index: int, now: float) -> float:
+        """The worst queue time of the requests a slot began in the last QUEUE_WINDOW to twice
+        that (0 when it began none)."""
+        peak, since = _QUEUE_PEAK.unpack_from(self.memory, index * SLOT_SIZE + QUEUE_PEAK_OFFSET)
+        return peak if now - since < 2 * QUEUE_WINDOW else 0.0
 
     def totals(self) -> Counters:
         """Counters of every request served since start: live slots plus released ones."""
@@ -284,6 +302,20 @@ class SlotWriter:
         counters[base + _QUEUE_INDEX + bisect_left(DURATION_BUCKETS, queue_time)] += 1
         self.sums[base + _QUEUE_SUM_INDEX] += queue_time
         _IDLE.pack_into(self.memory, self.offset + 4, State.IDLE, 0.0, now, self.requests)
+
+    def queued(self, queue_time: float) -> None:
+        """A request reaches the app (or is shed) after waiting ``queue_time``: keep the worst of
+        the current window (what /stats shows per worker and the adaptive fleet reads)."""
+        now = time.time()
+        peak, since = _QUEUE_PEAK.unpack_from(self.memory, self.offset + QUEUE_PEAK_OFFSET)
+        if now - since >= QUEUE_WINDOW:
+            _QUEUE_PEAK.pack_into(self.memory, self.offset + QUEUE_PEAK_OFFSET, queue_time, now)
+        elif queue_time > peak:
+            self.sums[(self.offset + QUEUE_PEAK_OFFSET) // 8] = queue_time
+
+    def shed(self) -> None:
+        """Count a request answered 503 because it waited past max_queue_time."""
+        self.counters[(self.offset + SHED_OFFSET) // 8] += 1
 
     def ready(self, now: float) -> None:
         _IDLE.pack_into(self.memory, self.offset + 4, State.IDLE, 0.0, now, self.requests)

@@ -6,14 +6,20 @@ thread. The worker registers :data:`TIMEOUT_SIGNAL` for that dump (chained, so t
 Python handler then runs the ``worker_abort`` hook and answers the client with a 500), and enables
 the fatal-error dump (segfaults) on the same file. After the log files are reopened (USR1) the
 registration must be renewed, since faulthandler keeps the old file object.
+
+On :data:`STACKS_SIGNAL` (``forkserve ctl stacks``) a worker writes every thread's stack into its
+own stack file (see ``forkserve.master.stacks``), the same way, then its threads' names and an
+end marker; nothing is interrupted.
 """
 
 from __future__ import annotations
 
 import faulthandler
 import logging
+import os
 import signal
 import sys
+import threading
 from contextlib import suppress
 from typing import IO, Any
 
@@ -23,6 +29,9 @@ from forkserve.process.logs import error_log
 # A real-time signal: nothing sends it by accident (a USR2 or ABRT sent to a whole process group
 # would otherwise abort every worker), and faulthandler refuses the fatal signals like SIGABRT.
 TIMEOUT_SIGNAL = signal.SIGRTMIN
+STACKS_SIGNAL = signal.SIGRTMIN + 1  # ctl stacks: write every thread's stack to the stack file
+STACKS_THREADS = "-- forkserve: threads --"
+STACKS_END = "-- forkserve: end of stacks --"
 
 
 def error_log_stream() -> IO[Any]:
@@ -80,3 +89,18 @@ def install_crash_dump() -> None:
 def _dump_to(target: IO[Any] | int) -> None:
     faulthandler.register(TIMEOUT_SIGNAL, file=target, all_threads=True, chain=True)
     faulthandler.enable(file=target, all_threads=True)
+
+
+def install_stacks(fd: int) -> None:
+    """In a worker: answer STACKS_SIGNAL with every thread's stack in ``fd`` (faulthandler, from C,
+    so a main thread stuck in C code does not stop it), then — when Python gets to run the
+    chained handler — the threads' names and the end marker, in one write."""
+
+    def names(signum: int, frame: Any) -> None:
+        lines = [STACKS_THREADS, *(f"thread 0x{thread.ident:016x} {thread.name}"
+                                   for thread in threading.enumerate() if thread.ident), STACKS_END]
+        with suppress(OSError):
+            os.write(fd, ("\n" + "\n".join(lines) + "\n").encode("utf-8", "replace"))
+
+    signal.signal(STACKS_SIGNAL, names)
+    faulthandler.register(STACKS_SIGNAL, file=fd, all_threads=True, chain=True)

@@ -149,6 +149,15 @@ SHARED: dict[str, Shared] = {
     "proxy_allow_ips": Shared(),
     "protocol": Shared(SAME, "`http` or `uwsgi` (nginx's uwsgi_pass; see conf/nginx-uwsgi.conf)"),
     "uwsgi_allow_ips": Shared(),
+    "statsd_host": Shared(SAME, "gunicorn's metric names and types, plus forkserve's under the same prefix"),
+    "statsd_prefix": Shared(),
+    "dogstatsd_tags": Shared(),
+    "enable_backlog_metric": Shared(),
+    "control_socket": Shared(DIFFERENT, "the master's socket for `forkserve ctl` (status, workers N, reload, "
+                             "reopen-logs, stop, stacks); by default beside the pidfile, else in "
+                             "$XDG_RUNTIME_DIR or the start directory (gunicorn: ~/.gunicorn/gunicorn.ctl)"),
+    "control_socket_mode": Shared(),
+    "control_socket_disable": Shared(),
     "forwarded_allow_ips": Shared(DIFFERENT, "a trusted peer's `X-Forwarded-For` also sets "
                                   "`REMOTE_ADDR` to the client (gunicorn keeps the proxy's)"),
     "accesslog": Shared(),
@@ -221,8 +230,8 @@ ANSWERS: dict[str, Answer] = {
         "(raw_env = ['SCRIPT_NAME=/prefix']), or strip the prefix in nginx",
         ("--forwarder-headers",), inert=("SCRIPT_NAME,PATH_INFO",)),
     "http_parser": Answer(
-        "choosing the parser is coming (h11 or httptools); forkserve parses with h11 plus its own "
-        "checks", ("--http-parser",), inert=("auto",), later=True),
+        "there is no parser to choose: ordinary heads take a one-pass fast path, anything else h11 "
+        "with forkserve's stricter checks", ("--http-parser",), inert=("auto",)),
     # -- TLS
     "ssl_version": Answer(
         _TLS, ("--ssl-version",),
@@ -244,14 +253,6 @@ ANSWERS: dict[str, Answer] = {
     "syslog": Answer(_SYSLOG, ("--log-syslog",), "flag", (False,)),
     "syslog_prefix": Answer(_SYSLOG, ("--log-syslog-prefix",), ignored="gunicorn uses it only with syslog"),
     "syslog_facility": Answer(_SYSLOG, ("--log-syslog-facility",), ignored="gunicorn uses it only with syslog"),
-    "statsd_host": Answer(_STATSD, ("--statsd-host",), inert=(None,), later=True),
-    "dogstatsd_tags": Answer(_STATSD, ("--dogstatsd-tags",), ignored="gunicorn uses it only with statsd_host",
-                             later=True),
-    "statsd_prefix": Answer(_STATSD, ("--statsd-prefix",), ignored="gunicorn uses it only with statsd_host",
-                            later=True),
-    "enable_backlog_metric": Answer(
-        "forkserve's /metrics (stats_bind) always has the listen backlog: forkserve_listen_queue_depth",
-        ("--enable-backlog-metric",), "flag", ignored="gunicorn uses it only with statsd_host"),
     # -- ASGI and HTTP/2
     "asgi_loop": Answer(_ASGI, ("--asgi-loop",), ignored="gunicorn uses it only with the asgi worker"),
     "asgi_lifespan": Answer(_ASGI, ("--asgi-lifespan",), ignored="gunicorn uses it only with the asgi worker"),
@@ -284,17 +285,13 @@ ANSWERS: dict[str, Answer] = {
     "dirty_worker_init": Answer(_DIRTY, ignored="gunicorn calls it only with dirty_apps"),
     "dirty_worker_exit": Answer(_DIRTY, ignored="gunicorn calls it only with dirty_apps"),
     # -- Control socket
-    "control_socket": Answer(_CONTROL, ("--control-socket",), later=True),
-    "control_socket_mode": Answer(_CONTROL, ("--control-socket-mode",), inert=(0o600,), later=True),
-    "control_socket_disable": Answer(_CONTROL, ("--no-control-socket",), "flag", (False, True), later=True),
 }
 
 # Settings gunicorn ignores unless this other one is set: each must stay an answer while they are
 # (a test checks), so that accepting them whatever their value stays true.
 IGNORED_UNLESS: dict[str, str] = {
     "disable_redirect_access_to_syslog": "syslog", "syslog_addr": "syslog", "syslog_prefix": "syslog",
-    "syslog_facility": "syslog", "dogstatsd_tags": "statsd_host", "statsd_prefix": "statsd_host",
-    "enable_backlog_metric": "statsd_host", "http2_max_concurrent_streams": "http_protocols",
+    "syslog_facility": "syslog", "http2_max_concurrent_streams": "http_protocols",
     "http2_initial_window_size": "http_protocols", "http2_max_frame_size": "http_protocols",
     "http2_max_header_list_size": "http_protocols", "dirty_timeout": "dirty_apps",
     "dirty_threads": "dirty_apps", "dirty_graceful_timeout": "dirty_apps",

@@ -350,10 +350,90 @@ def _settings() -> list[Setting]:
         s("reload_extra_files", "Development", [], v.file_list,
           "More files to watch with --reload.", ("--reload-extra-file",), "FILE", kind="list"),
     ]
+    table.extend(_operations_settings())
     for name, (arity, text) in HOOKS.items():
         validator = v.hook(arity, also=(2, 3)) if name == "post_request" else v.hook(arity)
         table.append(s(name, "Hooks", None, validator, text + " Config file only.", hook_arity=arity))
     return table
+
+
+# -- Operations: StatsD, queue time and shedding, app metrics, the control socket, adaptive workers.
+# (Kept in one block of their own; each lands in its section of the reference.)
+
+
+def _statsd_address(value: Any) -> str | None:
+    """gunicorn's statsd_host: HOST:PORT (port 8125 when left out), [IPv6]:PORT or unix:PATH."""
+    text = v.optional_string(value)
+    if not text:
+        return None
+    if text.startswith("unix:"):
+        if not text[5:].lstrip("/"):
+            raise ValueError(f"needs a path after 'unix:', got {text!r}")
+        return "unix:" + (text[7:] if text.startswith("unix://") else text[5:])
+    if text.startswith("["):
+        host, _, port = text.partition("]")
+        host, port = host + "]", port.removeprefix(":")
+    elif text.count(":") > 1:
+        host, port = f"[{text}]", ""
+    else:
+        host, _, port = text.partition(":")
+    if host in ("", "[]") or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+        raise ValueError(f"must be HOST:PORT or unix:PATH, got {text!r}")
+    return f"{host}:{port or 8125}"
+
+
+def _operations_settings() -> list[Setting]:
+    s = Setting
+    return [
+        s("max_queue_time", "HTTP", 0.0, v.number(0),
+          "Shed load: a request that has already waited longer than this many seconds for the app "
+          "(its queue time, see README) is answered 503 with Retry-After without calling the app, "
+          "and counted; its client has most likely given up. 0 disables.",
+          ("--max-queue-time",), "SECONDS"),
+        s("max_workers", "Workers", 0, v.integer(0),
+          "Adaptive worker count: grow from 'workers' up to this many while every worker (every "
+          "app thread) is busy and requests wait longer than scale_up_queue_time; shrink back, idle "
+          "workers first and gracefully, after scale_down_after seconds with spare workers. Never "
+          "beyond the cgroup's memory budget, nor while its CPU quota is used up. 0: a fixed count.",
+          ("--max-workers",), "INT"),
+        s("scale_up_queue_time", "Workers", 0.2, v.number(0.001),
+          "With max_workers: the queue time (seconds a request waited for the app, or the age of the "
+          "oldest connection in the listen queue) past which a fleet of busy workers grows by one.",
+          ("--scale-up-queue-time",), "SECONDS"),
+        s("scale_down_after", "Workers", 30.0, v.number(0.1),
+          "With max_workers: seconds with at least one idle worker and no queueing after which the "
+          "fleet shrinks by one (never below 'workers').",
+          ("--scale-down-after",), "SECONDS"),
+        s("statsd_host", "Stats", None, _statsd_address,
+          "Send metrics to this StatsD (or DogStatsD) server: HOST:PORT or unix:PATH (a datagram "
+          "socket), with gunicorn's metric names. Never blocks or fails a request.",
+          ("--statsd-host",), "ADDRESS"),
+        s("statsd_prefix", "Stats", "", v.string,
+          "Prefix of every StatsD metric name (a '.' is added when missing).",
+          ("--statsd-prefix",), "PREFIX"),
+        s("dogstatsd_tags", "Stats", "", v.string,
+          "Comma-separated DogStatsD tags added to every StatsD metric, e.g. 'env:prod,app:shop'.",
+          ("--dogstatsd-tags",), "TAGS"),
+        s("enable_backlog_metric", "Stats", False, v.boolean,
+          "Also send the listen queue depth to StatsD as gunicorn's 'backlog' histogram.",
+          ("--enable-backlog-metric",), kind="flag"),
+        s("app_metrics", "Stats", True, v.boolean,
+          "When prometheus_client is installed: give the app a private PROMETHEUS_MULTIPROC_DIR (or "
+          "use the one set), mark exited workers dead, and serve the app's metrics, merged across "
+          "workers, on the stats endpoint's /metrics.",
+          ("--app-metrics",), kind="flag"),
+        s("control_socket", "Stats", None, v.optional_string,
+          "Unix socket of the master for 'forkserve ctl' (status, workers N, reload, reopen-logs, "
+          "stop, stacks). Default: forkserve.ctl beside the pidfile, else in $XDG_RUNTIME_DIR, "
+          "else in the directory forkserve was started in.",
+          ("--control-socket",), "PATH"),
+        s("control_socket_mode", "Stats", 0o600, v.octal,
+          "Permission bits of the control socket file. Whatever they allow, only the master's own "
+          "user and root are served (the peer's credentials are checked).",
+          ("--control-socket-mode",), "OCTAL"),
+        s("control_socket_disable", "Stats", False, v.boolean,
+          "Do not open the control socket.", ("--no-control-socket",), kind="flag"),
+    ]
 
 
 SETTINGS: dict[str, Setting] = {setting.name: setting for setting in _settings()}

@@ -66,9 +66,9 @@ def build_parser(origin: str = "") -> argparse.ArgumentParser:
         elif not setting.flags:
             continue
         elif setting.kind == "flag":
-            action: Any = "store_true" if setting.name in ("check_config", "print_config") else (
-                argparse.BooleanOptionalAction
-            )
+            # A switch spelled as a negation (gunicorn's --no-control-socket) has no opposite.
+            action: Any = "store_true" if setting.name in ("check_config", "print_config") or (
+                setting.flags[0].startswith("--no-")) else argparse.BooleanOptionalAction
             group.add_argument(*setting.flags, dest=setting.name, action=action, help=help_text)
         elif setting.kind == "list":
             group.add_argument(

@@ -51,6 +51,8 @@ class Telemetry:
         self.draining = False
         self.last_tick = time.monotonic()
         self.fully_booted = False
+        self.scaling: dict[str, Any] | None = None  # the adaptive worker count (max_workers), when on
+        self.app_metrics: Any = None  # forkserve.stats.appmetrics.AppMetrics, when the app's are served
         self._unclaimed: deque[str] = deque(maxlen=64)  # reasons whose replacement is not forked yet
 
     def record_restart(self, reason: str) -> None:
@@ -138,6 +140,7 @@ class WorkerStats:
     last_restart_reason: str | None
     connections: dict[str, int] = field(default_factory=dict)  # held by its loop, by state
     threads: list[ThreadStats] = field(default_factory=list)  # its app threads (threads > 1)
+    queue_worst: float = 0.0  # the worst queue time of its requests begun in the last 5-10 s
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,7 @@ class Snapshot:
     states: dict[str, int] = field(default_factory=dict)
     connections: dict[str, int] = field(default_factory=dict)
     thread_states: dict[str, int] = field(default_factory=dict)
+    scaling: dict[str, Any] | None = None
 
     @property
     def booted(self) -> int:
@@ -215,7 +219,8 @@ def _thread_stats(view: SlotView, now: float) -> ThreadStats:
     )
 
 
-def _worker_stats(view: SlotView, now: float, telemetry: Telemetry, threads: list[SlotView]) -> WorkerStats:
+def _worker_stats(view: SlotView, now: float, telemetry: Telemetry, threads: list[SlotView],
+                  scoreboard: Scoreboard) -> WorkerStats:
     busy = _busy(view)
     return WorkerStats(
         slot=view.index,
@@ -230,6 +235,7 @@ def _worker_stats(view: SlotView, now: float, telemetry: Telemetry, threads: lis
         last_restart_reason=telemetry.last_restart_by_slot.get(view.index),
         connections=dict(zip(CONNECTION_STATES, view.connections, strict=True)),
         threads=[_thread_stats(thread, now) for thread in sorted(threads, key=lambda item: item.thread)],
+        queue_worst=max(scoreboard.queue_peak(item.index, now) for item in [view, *threads]),
     )
 
 
@@ -243,8 +249,8 @@ def snapshot(master: Master) -> Snapshot:
     for view in views:
         if view.owner is not None:
             threads_of.setdefault(view.owner, []).append(view)
-    workers = [_worker_stats(view, now, telemetry, threads_of.get(view.index, []))
-               for view in views if view.pid > 0 and view.owner is None]
+    workers = [_worker_stats(view, now, telemetry, threads_of.get(view.index, []), scoreboard)
+               for view in views if view.pid > 0 and view.owner is None and scoreboard is not None]
     states = {state.name.lower(): 0 for state in _SHOWN_STATES}
     thread_states = {state.name.lower(): 0 for state in _SHOWN_STATES}
     for worker in workers:
@@ -274,6 +280,7 @@ def snapshot(master: Master) -> Snapshot:
         states=states,
         connections=connections,
         thread_states=thread_states,
+        scaling=telemetry.scaling,
     )
 
 
@@ -310,6 +317,7 @@ def stats_json(snap: Snapshot) -> dict[str, Any]:
                 "heartbeat_age": round(worker.heartbeat_age, 3),
                 "last_restart_reason": worker.last_restart_reason,
                 "connections": worker.connections,
+                "queue_time_worst": round(worker.queue_worst, 6),
                 "threads": [
                     {
                         "thread": thread.number,
@@ -329,8 +337,10 @@ def stats_json(snap: Snapshot) -> dict[str, Any]:
             "bytes_out": totals.bytes_out,
             "duration_seconds_sum": round(totals.duration_sum, 6),
             "queue_seconds_sum": round(totals.queue_sum, 6),
+            "shed": totals.shed,
         },
         "restarts": snap.restarts,
+        "adaptive": snap.scaling,
         "listeners": [
             {
                 "address": item.address,
@@ -411,6 +421,9 @@ def render_prometheus(snap: Snapshot) -> str:
     out.family("forkserve_request_queue_seconds", "histogram",
                "Time a complete request (head and buffered body) waited for the app.",
                _histogram(totals.queue_buckets, totals.queue_sum))
+    out.family("forkserve_requests_shed_total", "counter",
+               "Requests answered 503 with Retry-After because they had waited past max_queue_time.",
+               [("", {}, totals.shed)])
     out.family("forkserve_connections", "gauge",
                "Connections held by the workers, by state (reading a request, idle between "
                "keep-alive requests, in or waiting for the app, flushing a response).",
@@ -426,6 +439,11 @@ def render_prometheus(snap: Snapshot) -> str:
                [("", {}, snap.target_workers)])
     out.family("forkserve_worker_restarts_total", "counter", "Workers replaced, by reason.",
                [("", {"reason": reason}, count) for reason, count in snap.restarts.items()])
+    if snap.scaling is not None:
+        out.family("forkserve_worker_scaling_total", "counter", "Adaptive worker count changes (max_workers).",
+                   [("", {"direction": key}, count) for key, count in snap.scaling["changes"].items()])
+        out.family("forkserve_workers_max", "gauge", "The adaptive worker count's ceiling (max_workers).",
+                   [("", {}, snap.scaling["max_workers"])])
     known = [item for item in snap.listeners if item.queue is not None]
     out.family("forkserve_listen_queue_depth", "gauge",
                "Connections waiting in a listening socket's accept queue.",

@@ -44,7 +44,14 @@ def route(master: Master, method: str, path: str) -> Reply:
     if method not in ("GET", "HEAD"):
         return 405, "text/plain; charset=utf-8", b"only GET and HEAD\n"
     if path == "/metrics":
-        return 200, PROMETHEUS_CONTENT_TYPE, render_prometheus(snapshot(master)).encode()
+        text = render_prometheus(snapshot(master))
+        app_metrics = master.telemetry.app_metrics
+        if app_metrics is not None:
+            try:
+                text += app_metrics.render()
+            except Exception:  # noqa: BLE001 -- the app's files must not cost forkserve's metrics
+                error_log.exception("app metrics: cannot merge the files in %s", app_metrics.directory)
+        return 200, PROMETHEUS_CONTENT_TYPE, text.encode()
     if path == "/stats":
         return 200, "application/json", render_json(snapshot(master)).encode()
     if path in ("/healthz", "/readyz"):

@@ -1,8 +1,11 @@
 """``forkserve top``: a live terminal view of a running server, read from its stats endpoint.
 
-One line per worker (pid, state, requests served, memory, age, why the worker it replaced was
-restarted, and the request it is serving with how long it has been at it), the totals by status class, restarts by reason and the listen
-queue depth — refreshed every second; ``q`` quits. It only reads ``GET /stats`` from the address
+One line per worker (pid, state — with app threads, how many of them are busy —, requests served,
+memory, age, why the worker it replaced was restarted, its connections, the worst queue time of
+its recent requests, and the request it is serving with how long it has been at it; with app
+threads, each busy thread's request), the totals by status class and requests shed, the workers'
+and threads' states, restarts by reason, the listen queue depth and, with ``max_workers``, the
+adaptive fleet's bounds and last change — refreshed every second; ``q`` quits. It only reads ``GET /stats`` from the address
 given to the server as ``stats_bind``, so it works for any server the operator can reach.
 Plain curses from the standard library; ``--once`` prints one frame as text (for scripts).
 """
@@ -93,6 +96,13 @@ def human_bytes(value: int | None) -> str:
     return f"{amount:.1f}G"
 
 
+def human_queue(value: float | None) -> str:
+    """A queue time: milliseconds below a second, '-' for none."""
+    if not value:
+        return "-"
+    return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.2f}s"
+
+
 def human_seconds(value: float | None) -> str:
     if value is None:
         return "-"
@@ -109,7 +119,7 @@ def human_seconds(value: float | None) -> str:
 
 WORKER_HEADER = (
     f"{'PID':>8} {'STATE':<9}{'REQS':>9} {'RSS':>8} {'AGE':>8} {'REPLACED':<13}{'CONN r/i/a/f':>15}"
-    f"{'REQ AGE':>8}  CURRENT REQUEST"
+    f"{'QUEUE':>7}{'REQ AGE':>8}  CURRENT REQUEST"
 )
 
 
@@ -134,11 +144,21 @@ def render_frame(stats: dict[str, Any] | None, address: str, problem: str | None
         + "   threads " + "  ".join(f"{name} {count}" for name, count in stats.get("threads_by_state", {}).items()),
         f"requests {totals.get('requests', 0)}  "
         + "  ".join(f"{name} {classes.get(name, 0)}" for name in STATUS_CLASSES)
-        + f"  sent {human_bytes(totals.get('bytes_out'))}",
+        + f"  sent {human_bytes(totals.get('bytes_out'))}  shed {totals.get('shed', 0)}",
         "restarts " + ("  ".join(f"{reason} {count}" for reason, count in stats.get("restarts", {}).items()
                                  if count) or "none"),
         "connections " + "  ".join(f"{name} {count}" for name, count in stats.get("connections_by_state", {}).items()),
     ]
+    worst = max((worker.get("queue_time_worst") or 0.0 for worker in stats.get("workers", [])), default=0.0)
+    lines.append(f"queue time, worst of the last 5-10 s: {human_queue(worst)}")
+    adaptive = stats.get("adaptive")
+    if adaptive:
+        changes = adaptive.get("changes", {})
+        last = adaptive.get("last_change")
+        when = stats.get("time", time.time()) - (adaptive.get("last_change_at") or 0)
+        lines.append(f"adaptive workers {adaptive.get('min_workers')}..{adaptive.get('max_workers')}: "
+                     f"target {stats.get('target_workers')}, up {changes.get('up', 0)} down {changes.get('down', 0)}"
+                     + (f"; last {human_seconds(max(0.0, when))} ago: {last}" if last else ""))
     for listener in stats.get("listeners", []):
         depth, limit = listener.get("queue_depth"), listener.get("queue_limit")
         queue = "unknown" if depth is None else f"{depth} waiting (limit {limit})"
@@ -155,6 +175,7 @@ def render_frame(stats: dict[str, Any] | None, address: str, problem: str | None
             f"{human_bytes(worker.get('rss_bytes')):>8} {human_seconds(worker.get('age')):>8} "
             f"{worker.get('last_restart_reason') or '-':<13}"
             f"{_connections(worker.get('connections', {})):>15}"
+            f"{human_queue(worker.get('queue_time_worst')):>7}"
             f"{human_seconds(worker.get('request_age')) if current else '':>8}  {current}"
         )
         for thread in threads:

@@ -13,7 +13,7 @@ from forkserve.http.head import HeadLimits
 from forkserve.http.proxy import ProxyTrust
 from forkserve.http.requestid import before_request_hook
 from forkserve.http.uwsgi import UwsgiEnvironBuilder
-from forkserve.process import logs
+from forkserve.process import logs, statsd
 from forkserve.process.scoreboard import SlotWriter
 from forkserve.worker.conn import FrontSettings
 from forkserve.worker.front import Front
@@ -36,6 +36,7 @@ def build_front(worker: Any, output_cap: int) -> Front:
         for listener in worker.listeners
     }
     wants_after = config.hook("post_request") is not None or worker.memory_limit > 0
+    statsd_client = statsd.client_for(config)  # gunicorn's per-request StatsD metrics, when set
 
     def runner(slot: SlotWriter) -> RequestRunner:
         return RequestRunner(
@@ -52,8 +53,9 @@ def build_front(worker: Any, output_cap: int) -> Front:
             ),
             after_request=after_request_hook(
                 config.access_log_format, logs.access_log,
-                then=worker.after_request if wants_after else None,
+                then=statsd.after_request_hook(statsd_client, then=worker.after_request if wants_after else None),
             ),
+            max_queue_time=config.max_queue_time,
         )
 
     pool = None

@@ -60,7 +60,7 @@ OUTPUT_CAP = 4 * 1024 * 1024  # response bytes a connection may keep for the loo
 IGNORED_SIGNALS = ("SIGHUP", "SIGUSR2", "SIGWINCH", "SIGTTIN", "SIGTTOU")
 # Signals a worker acts on: blocked from fork until its handlers are in place (signals_held).
 HELD_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1,
-                          stackdump.TIMEOUT_SIGNAL})
+                          stackdump.TIMEOUT_SIGNAL, stackdump.STACKS_SIGNAL})
 
 
 class WorkerAbort(BaseException):
@@ -112,6 +112,7 @@ class Worker:
         self.rss: RssProbe | None = None
         self.booted_at = time.time()
         self.abortable = False  # may INT/QUIT/timeout raise into the code running now? (_abort_once)
+        self.stacks_fd: int | None = None  # the master's file for 'ctl stacks' (set before the fork)
 
     @property
     def alive(self) -> bool:
@@ -246,6 +247,8 @@ class Worker:
             stackdump.install()  # after the Python handler: the stack dump chains to it
         else:
             stackdump.install_crash_dump()
+        if self.stacks_fd is not None:
+            stackdump.install_stacks(self.stacks_fd)  # ctl stacks: every thread's stack, on demand
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)  # what came meanwhile runs now
 
     def _on_term(self, signum: int, frame: Any) -> None:

@@ -65,7 +65,9 @@ def test_pidfile_replaces_a_stale_file_refuses_a_live_master_and_is_removed_on_e
     server = start_server("-w", "1", "-p", str(pidfile), "simple_apps:hello")
     assert pidfile.read_text() == f"{server.pid}\n"
     assert f"names pid {dead_pid}, which is not a running forkserve master (stale); replacing it" in server.log()
-    assert not [p for p in tmp_path.iterdir() if p.name != "forkserve.pid"], "temporary file left behind"
+    # (forkserve.ctl: the control socket, beside the pidfile by default)
+    assert not [p for p in tmp_path.iterdir() if p.name not in ("forkserve.pid", "forkserve.ctl")], \
+        "temporary file left behind"
 
     second = run_forkserve("-w", "1", "-b", f"127.0.0.1:{free_port()}", "-p", str(pidfile), "simple_apps:hello")
     assert second.returncode == 1

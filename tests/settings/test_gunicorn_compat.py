@@ -59,15 +59,15 @@ def test_no_gunicorn_name_is_both_a_forkserve_setting_and_answered():
 def test_an_answer_stops_being_used_once_the_setting_exists(monkeypatch, in_tmp):
     """The TLS, StatsD, ... settings land while their answer lines are still in the table: the
     setting wins everywhere (flags, config file, docs) before anyone deletes the line."""
-    setting = Setting("statsd_host", "Stats", None, v.optional_string, "StatsD.", ("--statsd-host",), "ADDRESS")
-    monkeypatch.setitem(SETTINGS, "statsd_host", setting)
-    assert compat.answer_for("statsd_host", SETTINGS) is None
-    assert resolve(["--statsd-host", "localhost:8125"], {}).statsd_host == "localhost:8125"
-    (in_tmp / "forkserve.conf.py").write_text("statsd_host = 'localhost:9125'\n")
-    assert resolve([], {}).statsd_host == "localhost:9125"
+    setting = Setting("http_parser", "HTTP", "auto", v.string, "Parser.", ("--http-parser",), "PARSER")
+    monkeypatch.setitem(SETTINGS, "http_parser", setting)
+    assert compat.answer_for("http_parser", SETTINGS) is None
+    assert resolve(["--http-parser", "h11"], {}).http_parser == "h11"
+    (in_tmp / "forkserve.conf.py").write_text("http_parser = 'fast'\n")
+    assert resolve([], {}).http_parser == "fast"
     from forkserve.settings import docs
 
-    assert docs.gunicorn_rows()["statsd_host"] == ("see the settings reference", "a forkserve setting")
+    assert docs.gunicorn_rows()["http_parser"] == ("see the settings reference", "a forkserve setting")
 
 
 def _takes(option: gunicorn.config.Setting) -> str:
@@ -100,7 +100,7 @@ def test_gunicorns_default_is_accepted_for_every_answered_setting():
         assert accepted, (name, why)
         if answer.inert:
             assert compat._matches(GUNICORN[name].default, answer.inert[0]), name
-    assert without == ["control_socket"]  # gunicorn's default is a per-user path: any value is refused
+    assert without == []
 
 
 def test_settings_accepted_whatever_their_value_depend_on_refused_ones():
@@ -152,7 +152,7 @@ def test_answers_are_one_line_and_name_something_to_do():
 
 def test_gunicorns_extra_flag_spellings_are_accepted_but_hidden():
     help_text = build_parser().format_help()
-    for hidden in ("--limit-request-field_size", "--statsd-host", "--paste", "--no-control-socket"):
+    for hidden in ("--limit-request-field_size", "--http-parser", "--paste", "--spew"):
         assert hidden not in help_text
     assert resolve(["--limit-request-field_size", "100"], {}).limit_request_field_size == 100
     assert resolve(["--no-sendfile"], {}).sendfile is False
@@ -222,10 +222,8 @@ def test_print_config_says_which_gunicorn_spelling_a_value_came_from(in_tmp):
 
 
 def test_gunicorn_only_flag_on_the_command_line_gets_its_answer(in_tmp):
-    assert refused("--statsd-host", "localhost:8125", cwd=in_tmp) == (
-        "forkserve: error: --statsd-host (gunicorn's 'statsd_host') is not available in forkserve yet: "
-        "StatsD is coming; meanwhile scrape the Prometheus /metrics the master serves at stats_bind "
-        "(e.g. stats_bind = '127.0.0.1:9100')\n"
+    assert refused("--http-parser", "httptools", cwd=in_tmp) == (
+        "forkserve: error: --http-parser (gunicorn's 'http_parser') is not in forkserve: there is no parser to choose: ordinary heads take a one-pass fast path, anything else h11 with forkserve's stricter checks\n"
     )
     assert refused(env={"FORKSERVE_CMD_ARGS": "--spew"}, cwd=in_tmp) == (
         "forkserve: error: FORKSERVE_CMD_ARGS: --spew (gunicorn's 'spew') is not in forkserve: trace one "
@@ -234,11 +232,10 @@ def test_gunicorn_only_flag_on_the_command_line_gets_its_answer(in_tmp):
 
 
 def test_gunicorn_only_name_in_a_config_file_gets_its_answer_not_a_did_you_mean(in_tmp):
-    (in_tmp / "gunicorn.conf.py").write_text("workers = 2\nstatsd_host = 'localhost:8125'\n")
+    (in_tmp / "gunicorn.conf.py").write_text("workers = 2\nhttp_parser = 'httptools'\n")
     assert refused("-c", "gunicorn.conf.py", cwd=in_tmp) == (
-        "forkserve: error: gunicorn setting 'statsd_host' in gunicorn.conf.py line 2 is not available in "
-        "forkserve yet: StatsD is coming; meanwhile scrape the Prometheus /metrics the master serves at "
-        "stats_bind (e.g. stats_bind = '127.0.0.1:9100')\n"
+        "forkserve: error: gunicorn setting 'http_parser' in gunicorn.conf.py line 2 is not in forkserve: "
+        "there is no parser to choose: ordinary heads take a one-pass fast path, anything else h11 with forkserve's stricter checks\n"
     )
     (in_tmp / "gunicorn.conf.py").write_text("logconfig_json = 'logging.json'\n")
     with pytest.raises(UsageError) as error:
@@ -254,9 +251,8 @@ def test_gunicorn_only_name_in_a_config_file_gets_its_answer_not_a_did_you_mean(
     ("syslog = True", "is not in forkserve: log to syslog through logconfig_dict"),
     ("paste = 'production.ini'", ("is not in forkserve: load the app in a module of yours: application = "
                                  "paste.deploy.loadapp('config:' + os.path.abspath('production.ini'))")),
-    ("control_socket = '/run/shop.ctl'", "is not available in forkserve yet: the control socket is coming"),
     ("dirty_apps = ['shop.ml:Model']", "is not in forkserve: forkserve has no dirty worker pool"),
-    ("http_parser = 'fast'", "is not available in forkserve yet: choosing the parser is coming"),
+    ("http_parser = 'fast'", "is not in forkserve: there is no parser to choose"),
 ])
 def test_one_answer_per_kind_of_gunicorn_only_setting(in_tmp, line, answer):
     (in_tmp / "gunicorn.conf.py").write_text(line + "\n")
@@ -267,15 +263,14 @@ def test_one_answer_per_kind_of_gunicorn_only_setting(in_tmp, line, answer):
 
 def test_gunicorn_only_settings_that_ask_for_nothing_are_accepted_and_noted(in_tmp):
     (in_tmp / "gunicorn.conf.py").write_text(
-        "spew = False\ntmp_upload_dir = None\ncontrol_socket_disable = True\nasgi_loop = 'uvloop'\n"
+        "spew = False\ntmp_upload_dir = None\nhttp_parser = 'auto'\nasgi_loop = 'uvloop'\n"
         "def ssl_context(conf, default_ssl_context_factory):\n    return default_ssl_context_factory()\n"
     )
     config = resolve(["-c", "gunicorn.conf.py", "--proxy-protocol", "off"], {})
     assert config.proxy_protocol == "off" and config.hook("ssl_context") is not None  # real settings now
     assert config.notes == [
         "gunicorn setting 'spew' = False (gunicorn.conf.py line 1) ignored: it is gunicorn's default",
-        ("gunicorn setting 'control_socket_disable' = True (gunicorn.conf.py line 3) ignored: forkserve does "
-        "so anyway"),
+        "gunicorn setting 'http_parser' = 'auto' (gunicorn.conf.py line 3) ignored: it is gunicorn's default",
     ]
     assert [warning.split(" ignored: ")[0] for warning in config.warnings] == [
         "gunicorn setting 'tmp_upload_dir' (gunicorn.conf.py line 2)",
@@ -308,8 +303,8 @@ def test_gunicorn_cmd_args_is_read_when_forkserve_cmd_args_is_not_set(in_tmp):
     config = resolve([], {"GUNICORN_CMD_ARGS": "-w 3", "FORKSERVE_CMD_ARGS": "-w 4"})
     assert config.workers == 4
     assert config.warnings == ["GUNICORN_CMD_ARGS is ignored: FORKSERVE_CMD_ARGS is set"]
-    with pytest.raises(UsageError, match=r"^GUNICORN_CMD_ARGS: --statsd-host \(gunicorn's 'statsd_host'\)"):
-        resolve([], {"GUNICORN_CMD_ARGS": "--statsd-host localhost:8125"})
+    with pytest.raises(UsageError, match=r"^GUNICORN_CMD_ARGS: --http-parser \(gunicorn's 'http_parser'\)"):
+        resolve([], {"GUNICORN_CMD_ARGS": "--http-parser httptools"})
 
 
 def test_config_as_python_module_or_file_uri_as_in_gunicorn(in_tmp):

@@ -30,6 +30,7 @@ FAMILY_TYPES = {
     "forkserve_requests": "counter",
     "forkserve_request_duration_seconds": "histogram",
     "forkserve_request_queue_seconds": "histogram",
+    "forkserve_requests_shed": "counter",
     "forkserve_connections": "gauge",
     "forkserve_threads": "gauge",
     "forkserve_response_bytes": "counter",

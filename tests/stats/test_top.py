@@ -87,13 +87,16 @@ def test_frame_shows_the_busy_request_and_its_age():
         "master_pid": 10, "uptime": 4000, "ready": True, "target_workers": 2,
         "workers_by_state": {"booting": 0, "idle": 1, "busy": 1, "stopping": 0},
         "totals": {"requests": 12, "by_status_class": {"2xx": 10, "5xx": 2}, "bytes_out": 4096},
-        "restarts": {"max_requests": 0, "crash": 1},
+        "restarts": {"max_requests": 0, "crash": 1}, "time": 5000.0,
+        "adaptive": {"min_workers": 2, "max_workers": 6, "changes": {"up": 3, "down": 1},
+                     "last_change": "3 -> 2: at least one worker idle and nothing queued for 30s",
+                     "last_change_at": 4990.0},
         "connections_by_state": {"reading": 3, "idle": 40, "app": 1, "flushing": 2},
         "listeners": [{"address": "http://127.0.0.1:8000", "queue_depth": 4, "queue_limit": 128}],
         "workers": [
             {"pid": 11, "state": "busy", "requests": 7, "current_request": "GET /slow", "request_age": 75.5,
              "rss_bytes": 30 * 1024 * 1024, "age": 100.0, "last_restart_reason": "max_requests",
-             "connections": {"reading": 3, "idle": 20, "app": 1, "flushing": 2}},
+             "connections": {"reading": 3, "idle": 20, "app": 1, "flushing": 2}, "queue_time_worst": 0.4123},
             {"pid": 12, "state": "idle", "requests": 5, "current_request": None, "request_age": None,
              "rss_bytes": None, "age": 3.0},
         ],
@@ -105,7 +108,10 @@ def test_frame_shows_the_busy_request_and_its_age():
     assert "restarts crash 1" in text and "4 waiting (limit 128)" in text
     assert "connections reading 3  idle 40  app 1  flushing 2" in text
     busy = next(line for line in lines if line.lstrip().startswith("11 "))
-    assert busy.split() == ["11", "busy", "7", "30.0M", "1m40s", "max_requests", "3/20/1/2", "1m15s", "GET",
-                            "/slow"]
+    assert busy.split() == ["11", "busy", "7", "30.0M", "1m40s", "max_requests", "3/20/1/2", "412ms", "1m15s",
+                            "GET", "/slow"]
     idle = next(line for line in lines if line.lstrip().startswith("12 "))
-    assert idle.split() == ["12", "idle", "5", "-", "3.0s", "-", "0/0/0/0"]
+    assert idle.split() == ["12", "idle", "5", "-", "3.0s", "-", "0/0/0/0", "-"]
+    assert "queue time, worst of the last 5-10 s: 412ms" in text
+    assert ("adaptive workers 2..6: target 2, up 3 down 1; last 10.0s ago: 3 -> 2: at least one worker idle "
+            "and nothing queued for 30s") in text
