@@ -11,16 +11,15 @@ import contextlib
 import math
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from conftest import ROOT, pid_alive, wait_for
+from system_programs import require_program
 
 SCENARIOS = (
     "hello-close", "hello-keepalive", "hello-keepalive-1perworker", "hello-c64", "json",
@@ -34,9 +33,7 @@ STARTED = re.compile(r"^\s+(\w+) on \S+: master pid (\d+), worker pids ([\d ]+)$
 
 
 def _require_wrk() -> None:
-    if shutil.which("wrk") is None and not Path("/usr/bin/wrk").exists():
-        pytest.fail("wrk is not installed, so the benchmark runner cannot be exercised "
-                    "(apt-get install wrk; .ci/run installs it)", pytrace=False)
+    require_program("wrk", "the benchmark runner's load generator")
 
 
 @contextlib.contextmanager
