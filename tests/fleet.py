@@ -25,6 +25,7 @@ import dataclasses
 import datetime
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
@@ -37,11 +38,13 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
 import requests
+from conftest import free_port, pid_alive, wait_for
+from nginx import Nginx, RequestLoop, stop_process_group
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -67,24 +70,8 @@ def run(*command: str, timeout: float = 15.0, check: bool = True) -> subprocess.
 
 
 def poll(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
-    """``condition()``'s first truthy value; FleetError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise FleetError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
-def pid_alive(pid: int) -> bool:
-    """True for a live process (a zombie counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+    """``condition()``'s first truthy value; AssertionError naming ``what`` after ``timeout``."""
+    return wait_for(condition, timeout, interval, message=what)
 
 
 def host_stats(address: str, timeout: float = 1.0) -> dict[str, Any] | None:
@@ -276,7 +263,7 @@ class Fleet:
                     os.kill(pid, signal.SIGKILL)
         for host in self.hosts:
             if host.netns in self.created:
-                with contextlib.suppress(FleetError, subprocess.TimeoutExpired):
+                with contextlib.suppress(AssertionError, FleetError, subprocess.TimeoutExpired):
                     poll(lambda host=host: not run("ip", "netns", "pids", host.netns, check=False).stdout.strip(),
                          10, f"the processes in {host.netns} to die")
                 # The namespace goes away lazily, and its veth pair with it: delete our end now.
@@ -381,17 +368,7 @@ class HAProxy:
             return "(no log)"
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(5)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(5)
+        stop_process_group(self.process, signal.SIGTERM)
 
 
 class StateWatch:
@@ -461,36 +438,19 @@ class Outcome:
     result: str
 
 
-class Load:
+class Load(RequestLoop):
     """Steady client load on a front end: ``threads`` threads, each with a keep-alive session,
     alternating GET /json and POST /upload (a ``body_size`` body whose size and SHA-256 the app
-    echoes back and the client checks). Bounded: every thread stops by itself after
-    ``max_seconds`` or once ``max_requests`` were sent in all."""
+    echoes back and the client checks), each outcome kept with its times. Bounded like every
+    RequestLoop: the threads stop by themselves after ``max_seconds`` or ``max_requests``."""
 
     def __init__(self, url: str, threads: int = 2, body_size: int = 4096, max_seconds: float = 120.0,
                  max_requests: int = 200_000, timeout: float = 15.0) -> None:
-        self.url = url
+        super().__init__(url, threads, max_seconds=max_seconds, max_requests=max_requests)
         self.body_size = body_size
-        self.max_seconds = max_seconds
-        self.max_requests = max_requests
         self.timeout = timeout
         self.outcomes: list[Outcome] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(index,), daemon=True) for index in range(threads)]
-
-    def __enter__(self) -> Self:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(self.timeout + 5)
+        self._numbers = itertools.count()
 
     def sent(self) -> int:
         with self._lock:
@@ -514,11 +474,11 @@ class Load:
             return str(reply.status_code)
         return "ok" if reply.json()["message"] == "hello" else "wrong body"
 
-    def _run(self, index: int) -> None:
+    def _run(self) -> None:
         body = secrets.token_bytes(self.body_size)
         digest = hashlib.sha256(body).hexdigest()
         deadline = time.monotonic() + self.max_seconds
-        number = index
+        number = next(self._numbers)  # odd threads start with a POST, even ones with a GET
         with requests.Session() as session:
             session.trust_env = False
             while not self._stop.is_set() and time.monotonic() < deadline:
@@ -550,6 +510,215 @@ class Tally:
     def of(cls, outcomes: list[Outcome]) -> Tally:
         failures = Counter(item.result for item in outcomes if item.result != "ok")
         return cls(len(outcomes), sum(1 for item in outcomes if item.result == "ok"), failures)
+
+
+# -- the scenarios: the test asserts on them, benchmarks.multihost runs them longer ------------------
+
+CHECK_INTER = 0.2  # HAProxy's inter in the fleet's haproxy.cfg (1s in production)
+
+
+@dataclasses.dataclass
+class Site:
+    """Three hosts and their two front ends, each front end with its own client load."""
+
+    fleet: Fleet
+    haproxy: HAProxy
+    nginx: Nginx
+
+    def nginx_routed(self) -> list[Routed]:
+        return nginx_routed(self.nginx.access_log())
+
+
+@contextlib.contextmanager
+def running_site(state: Path, nginx_prefix: Path, tls: Any, haproxy_binary: str, shutdown_delay: float,
+                 workers: int = 1) -> Iterator[Site]:
+    """The fleet with forkserve on every host (``workers`` each), HAProxy and nginx in front;
+    all of it stopped and removed on the way out, whatever happened. FleetError if anything of
+    it is left behind."""
+    fleet = Fleet(state)
+    haproxy = nginx = None
+    try:
+        fleet.create()
+        fleet.start(["-w", str(workers), "--shutdown-delay", str(shutdown_delay)])
+        haproxy = HAProxy(state, fleet, f"{int(CHECK_INTER * 1000)}ms", free_port(), free_port())
+        haproxy.start(haproxy_binary)
+        nginx = Nginx(nginx_prefix, [(host.address, APP_PORT) for host in fleet.hosts], tls).start()
+        yield Site(fleet, haproxy, nginx)
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        if haproxy is not None:
+            haproxy.stop()
+        fleet.destroy()
+    if fleet.leftovers():
+        raise FleetError(f"left behind: {fleet.leftovers()}")
+
+
+class Traffic:
+    """One scenario's client load on both front ends (``threads`` each) and HAProxy's state
+    watch; ``settle(n)`` waits until both loads completed ``n`` more requests."""
+
+    def __init__(self, site: Site, threads: int, max_seconds: float = 120.0) -> None:
+        self.site = site
+        self.began = time.time()
+        self.watch = StateWatch(site.haproxy)
+        self.loads = {"HAProxy": Load(site.haproxy.url, threads, max_seconds=max_seconds),
+                      "nginx": Load(site.nginx.url, threads, max_seconds=max_seconds)}
+
+    def __enter__(self) -> Self:
+        self.watch.__enter__()
+        for load in self.loads.values():
+            load.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for load in self.loads.values():
+            load.stop()
+        self.watch.__exit__()
+
+    def settle(self, count: int) -> None:
+        for load in self.loads.values():
+            load.wait_for(count, timeout=60)
+
+    def tallies(self) -> dict[str, Tally]:
+        return {name: Tally.of(load.outcomes) for name, load in self.loads.items()}
+
+    def routed(self) -> dict[str, list[Routed]]:
+        """Each front end's log of this scenario's requests."""
+        return {"HAProxy": [r for r in self.site.haproxy.routed() if r.start >= self.began],
+                "nginx": [r for r in self.site.nginx_routed() if r.start >= self.began]}
+
+
+@dataclasses.dataclass
+class Scenario:
+    """What one scenario measured. Times are epoch seconds; ``in_flight_until`` is when the
+    host stopped being able to answer (a failure must have been sent to it before then)."""
+
+    name: str
+    victim: Host | None
+    event: float
+    tallies: dict[str, Tally]
+    routed: dict[str, list[Routed]]
+    transitions: list[tuple[float, str, str]]
+    haproxy_down: float | None = None
+    haproxy_back: float | None = None
+    nginx_out: float | None = None
+    in_flight_until: float = 0.0
+    took: float = 0.0
+    output: str = ""
+
+    def first(self, address: str, state: str, after: float) -> float | None:
+        return next((when for when, host, seen in self.transitions
+                     if host == address and seen == state and when >= after), None)
+
+    def out_of_rotation(self) -> list[float]:
+        """Seconds each host was DOWN in HAProxy after the event (a rolling upgrade)."""
+        spans = []
+        for address in sorted({host for _, host, _ in self.transitions}):
+            down = self.first(address, "DOWN", self.event)
+            up = down and self.first(address, "UP", down)
+            if down and up:
+                spans.append(up - down)
+        return spans
+
+    def notes(self) -> dict[str, str]:
+        """How fast each front end stopped sending to the host, in words, per front end."""
+        if self.victim is None:
+            spans = self.out_of_rotation() or [0.0]
+            return {"HAProxy": f"each host out of rotation {min(spans):.1f}-{max(spans):.1f}s",
+                    "nginx": f"the upgrade of the hosts took {self.took:.1f}s"}
+        what = "kill" if self.name == "master SIGKILL" else "cut"
+        nginx_cause = "failed connection" if what == "kill" else "connect timeout (1 s)"
+        after = (f"its orphaned worker served until {self.in_flight_until - self.event:.2f}s" if what == "kill"
+                 else f"link restored after {self.took:.1f}s")
+        return {"HAProxy": f"host DOWN {self.haproxy_down - self.event:.2f}s after the {what}",
+                "nginx": f"host out at its first {nginx_cause}, {self.nginx_out - self.event:.2f}s after the "
+                         f"{what} ({after})"}
+
+    def lines(self) -> list[str]:
+        """One line per front end: sent, ok, failed (by cause) and the notes."""
+        notes = self.notes()
+        return [f"{self.name:16} {front_end:8} sent {tally.sent:5}  ok {tally.ok:5}  failed {tally.failed:3} "
+                f"{dict(tally.failures) or ''}  {notes[front_end]}" for front_end, tally in self.tallies.items()]
+
+
+def served(host: Host) -> int:
+    """Requests the host's current master has served (0 while it does not answer)."""
+    stats = host.stats()
+    return stats["totals"]["requests"] if stats else 0
+
+
+def back_in_rotation(traffic: Traffic, host: Host, since: float, baseline: int) -> float:
+    """Until HAProxy has the host UP again and it serves requests; when HAProxy saw it UP."""
+    up = poll(lambda: traffic.watch.first(host.address, "UP", since), 15, f"HAProxy to mark {host.name} UP")
+    poll(lambda: served(host) > baseline, 15, f"{host.name} to serve requests again")
+    return up
+
+
+def nginx_moved_on(site: Site, host: Host, after: float) -> Routed | None:
+    """The first request nginx sent to ``host`` after ``after`` and then on to another host."""
+    return next((item for item in site.nginx_routed() if item.start >= after and host.address in item.hosts[:-1]),
+                None)
+
+
+def gone(host: Host) -> bool:
+    """No process left in the host's namespace (master and workers)."""
+    return not run("ip", "netns", "pids", host.netns, check=False).stdout.strip()
+
+
+def scenario_rolling_upgrade(site: Site, threads: int, settle: int) -> Scenario:
+    """conf/rolling_upgrade.py over all the hosts, under load."""
+    with Traffic(site, threads) as traffic:
+        traffic.settle(settle)
+        began = time.time()
+        upgrade = rolling_upgrade(site.fleet)
+        took = time.time() - began
+        traffic.settle(settle)
+    return Scenario("rolling upgrade", None, began, traffic.tallies(), traffic.routed(),
+                    list(traffic.watch.transitions), took=took,
+                    output=upgrade.stdout + upgrade.stderr + f"\nexit {upgrade.returncode}")
+
+
+def scenario_kill_master(site: Site, victim: Host, threads: int, settle: int) -> Scenario:
+    """SIGKILL the victim's master under load; its orphaned worker exits on its own; then the
+    host is started again and comes back into rotation."""
+    with Traffic(site, threads) as traffic:
+        traffic.settle(settle)
+        killed = time.time()
+        os.kill(victim.master_pid(), signal.SIGKILL)
+        down = poll(lambda: traffic.watch.first(victim.address, "DOWN", killed), 10, "HAProxy to mark the host DOWN")
+        poll(lambda: gone(victim), 10, "the orphaned worker to exit")
+        died = time.time()
+        moved = poll(lambda: nginx_moved_on(site, victim, killed), 10, "nginx to move a request on")
+        traffic.settle(settle)
+        restarted = time.time()
+        victim.start()
+        back = back_in_rotation(traffic, victim, restarted, 0)
+        traffic.settle(settle)
+    return Scenario("master SIGKILL", victim, killed, traffic.tallies(), traffic.routed(),
+                    list(traffic.watch.transitions), down, back, moved.end, died, died - killed)
+
+
+def scenario_cut_link(site: Site, victim: Host, threads: int, settle: int, hold: float = 0.0) -> Scenario:
+    """Take the victim's link down under load until both front ends have taken it out (and
+    ``hold`` seconds more), then bring it back; requests in flight over it complete once TCP
+    retransmits them."""
+    with Traffic(site, threads) as traffic:
+        traffic.settle(settle)
+        cut = time.time()
+        try:
+            site.fleet.cut(victim)
+            down = poll(lambda: traffic.watch.first(victim.address, "DOWN", cut), 10, "HAProxy to mark the host DOWN")
+            moved = poll(lambda: nginx_moved_on(site, victim, cut), 10, "nginx to time out and move on")
+            if hold:
+                time.sleep(hold)  # the benchmark's longer outage; the test passes 0
+        finally:
+            site.fleet.restore(victim)
+        restored = time.time()
+        back = back_in_rotation(traffic, victim, restored, served(victim))
+        traffic.settle(settle)
+    return Scenario("link cut", victim, cut, traffic.tallies(), traffic.routed(), list(traffic.watch.transitions),
+                    down, back, moved.end, cut, restored - cut)
 
 
 # -- the rolling upgrade, through the shipped script ------------------------------------------------

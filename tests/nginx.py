@@ -166,17 +166,23 @@ class Nginx:
 
     def stop(self) -> None:
         """QUIT (graceful) the master, wait; then kill its process group, whatever is left."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGQUIT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(5)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        stop_process_group(self.process, signal.SIGQUIT)
+
+
+def stop_process_group(process: subprocess.Popen[bytes] | None, graceful: int) -> None:
+    """Send ``graceful`` to a process started in its own session and wait a little; then
+    SIGKILL its whole process group, whatever is left. Safe on a process already gone."""
+    if process is None:
+        return
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(graceful)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(5)
+            process.wait(5)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(5)
 
 
 def _read(path: Path) -> str:
