@@ -232,3 +232,18 @@ def test_profile_worker_reports_per_request_figures():
     assert profiled and int(profiled.group(1)) > 0, completed.stdout
     inclusive = completed.stdout.split("forkserve functions by inclusive time", 1)[1]
     assert inclusive.count("| `forkserve/") == 5, completed.stdout
+
+
+def test_sizing_sheet_smoke_run_reports_every_thread_count(tmp_path):
+    """benchmarks.sizing (README "Sizing a fleet") end to end: one workload, 1 s runs."""
+    _require_wrk()
+    output = tmp_path / "sizing.md"
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.sizing", "--smoke", "--output", str(output)], cwd=ROOT,
+        capture_output=True, text=True, timeout=120, check=False, start_new_session=True,
+    )
+    assert completed.returncode == 0, completed.stderr
+    rows = [line.split("|")[1:-1] for line in output.read_text().splitlines() if line.startswith("| hello |")]
+    assert [int(row[1]) for row in rows] == [1, 2], output.read_text()
+    for row in rows:
+        assert _number(row[3].strip()) > 0 and _number(row[4].strip()) > 0 and _number(row[9].strip()) > 0, row
