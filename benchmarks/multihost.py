@@ -45,6 +45,10 @@ def table(results: list[Scenario]) -> list[str]:
         notes = result.notes()
         for front_end, tally in result.tallies.items():
             failures = ", ".join(f"{count} {kind}" for kind, count in tally.failures.items()) or "—"
+            if tally.failed and result.victim is not None:
+                untraced = result.untraced_failures(front_end)
+                failures += (f" ({'all' if not untraced else 'NOT all'} in flight on {result.victim.name}"
+                             f"{': ' + '; '.join(untraced) if untraced else ''})")
             host = result.victim.name if result.victim else "all, in turn"
             rows.append(f"| {result.name} | {host} | {front_end} | {tally.sent:,} | {tally.ok:,} | {tally.failed} "
                         f"| {failures} | {notes[front_end]} |")

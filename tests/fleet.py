@@ -296,6 +296,7 @@ class Routed:
     hosts: tuple[str, ...]
     status: int
     end: float = 0.0
+    detail: str = ""  # HAProxy's termination state, nginx's upstream statuses
 
 
 class HAProxy:
@@ -358,7 +359,7 @@ class HAProxy:
                 continue
             start = datetime.datetime.strptime(match["accept"], "%d/%b/%Y:%H:%M:%S.%f").timestamp()
             server = self.names.get(match["server"], match["server"])
-            found.append(Routed(start, (server,), int(match["status"])))
+            found.append(Routed(start, (server,), int(match["status"]), detail=match["term"]))
         return found
 
     def log_tail(self, lines: int = 30) -> str:
@@ -409,7 +410,8 @@ class StateWatch:
 # -- nginx -------------------------------------------------------------------------------------------
 
 NGINX_LINE = re.compile(r'"(?P<request>[^"]*)" (?P<status>\d{3}) .* upstream="(?P<upstream>[^"]*)" '
-                        r'upstream_status="[^"]*" request_time=(?P<time>[\d.]+) msec=(?P<msec>[\d.]+)$')
+                        r'upstream_status="(?P<upstream_status>[^"]*)" request_time=(?P<time>[\d.]+) '
+                        r'msec=(?P<msec>[\d.]+)$')
 
 
 def nginx_routed(access_log: str) -> list[Routed]:
@@ -422,7 +424,7 @@ def nginx_routed(access_log: str) -> list[Routed]:
         hosts = tuple(part.strip().rsplit(":", 1)[0] for part in re.split(r"[,:] ", match["upstream"])
                       if part.strip() and part.strip() != "-")
         end = float(match["msec"])
-        found.append(Routed(end - float(match["time"]), hosts, int(match["status"]), end))
+        found.append(Routed(end - float(match["time"]), hosts, int(match["status"]), end, match["upstream_status"]))
     return found
 
 
@@ -580,8 +582,8 @@ class Traffic:
         for load in self.loads.values():
             load.wait_for(count, timeout=60)
 
-    def tallies(self) -> dict[str, Tally]:
-        return {name: Tally.of(load.outcomes) for name, load in self.loads.items()}
+    def outcomes(self) -> dict[str, list[Outcome]]:
+        return {name: list(load.outcomes) for name, load in self.loads.items()}
 
     def routed(self) -> dict[str, list[Routed]]:
         """Each front end's log of this scenario's requests."""
@@ -597,7 +599,7 @@ class Scenario:
     name: str
     victim: Host | None
     event: float
-    tallies: dict[str, Tally]
+    outcomes: dict[str, list[Outcome]]
     routed: dict[str, list[Routed]]
     transitions: list[tuple[float, str, str]]
     haproxy_down: float | None = None
@@ -606,6 +608,10 @@ class Scenario:
     in_flight_until: float = 0.0
     took: float = 0.0
     output: str = ""
+
+    @property
+    def tallies(self) -> dict[str, Tally]:
+        return {front_end: Tally.of(outcomes) for front_end, outcomes in self.outcomes.items()}
 
     def first(self, address: str, state: str, after: float) -> float | None:
         return next((when for when, host, seen in self.transitions
@@ -634,6 +640,30 @@ class Scenario:
         return {"HAProxy": f"host DOWN {self.haproxy_down - self.event:.2f}s after the {what}",
                 "nginx": f"host out at its first {nginx_cause}, {self.nginx_out - self.event:.2f}s after the "
                          f"{what} ({after})"}
+
+    def failed_in_front(self, front_end: str) -> list[Routed]:
+        """The requests the front end logged as failed: an error status, or none at all (-1:
+        it closed the client's connection without an answer)."""
+        return [item for item in self.routed[front_end] if item.status >= 500 or item.status < 0]
+
+    def untraced_failures(self, front_end: str) -> list[str]:
+        """Why this front end's failures are not all "in flight on the victim"; empty when:
+        - at the client, every failed request was under way when the host went (begun before
+          it stopped answering, ended after the event);
+        - in the front end's log, every failure it logged was sent to the victim before then,
+          and it logged no more failures than the client saw. (It may log fewer: HAProxy closes
+          the client's connection without an answer, and logs nothing, when the server
+          connection it reused for the request dies under it — so that a browser retries.)"""
+        client = [item for item in self.outcomes[front_end] if item.result != "ok"]
+        logged = self.failed_in_front(front_end)
+        problems = [f"not under way when the host went: {item}" for item in client
+                    if not self.event <= item.end or item.start > self.in_flight_until]
+        if len(logged) > len(client):
+            problems.append(f"{front_end} logged {len(logged)} failures, the client saw {len(client)}: {logged}")
+        problems += [f"not sent to the victim while it answered: {item}" for item in logged
+                     if self.victim is None or item.hosts[-1:] != (self.victim.address,)
+                     or item.start > self.in_flight_until]
+        return problems
 
     def lines(self) -> list[str]:
         """One line per front end: sent, ok, failed (by cause) and the notes."""
@@ -674,7 +704,7 @@ def scenario_rolling_upgrade(site: Site, threads: int, settle: int) -> Scenario:
         upgrade = rolling_upgrade(site.fleet)
         took = time.time() - began
         traffic.settle(settle)
-    return Scenario("rolling upgrade", None, began, traffic.tallies(), traffic.routed(),
+    return Scenario("rolling upgrade", None, began, traffic.outcomes(), traffic.routed(),
                     list(traffic.watch.transitions), took=took,
                     output=upgrade.stdout + upgrade.stderr + f"\nexit {upgrade.returncode}")
 
@@ -695,7 +725,7 @@ def scenario_kill_master(site: Site, victim: Host, threads: int, settle: int) ->
         victim.start()
         back = back_in_rotation(traffic, victim, restarted, 0)
         traffic.settle(settle)
-    return Scenario("master SIGKILL", victim, killed, traffic.tallies(), traffic.routed(),
+    return Scenario("master SIGKILL", victim, killed, traffic.outcomes(), traffic.routed(),
                     list(traffic.watch.transitions), down, back, moved.end, died, died - killed)
 
 
@@ -717,7 +747,7 @@ def scenario_cut_link(site: Site, victim: Host, threads: int, settle: int, hold:
         restored = time.time()
         back = back_in_rotation(traffic, victim, restored, served(victim))
         traffic.settle(settle)
-    return Scenario("link cut", victim, cut, traffic.tallies(), traffic.routed(), list(traffic.watch.transitions),
+    return Scenario("link cut", victim, cut, traffic.outcomes(), traffic.routed(), list(traffic.watch.transitions),
                     down, back, moved.end, cut, restored - cut)
 
 
