@@ -135,12 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=8, help="seconds per run (8)")
     parser.add_argument("--rounds", type=int, default=3, help="runs per figure (3)")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load first (2)")
-    parser.add_argument("--smoke", action="store_true", help="hello only, threads 1 and 2, one 1 s run")
+    parser.add_argument("--smoke", action="store_true", help="hello only, 1 thread, one 1 s run")
     parser.add_argument("--output", type=Path, help="also write the report here")
     options = parser.parse_args(argv)
     if options.smoke:
         options.workload = options.workload or ["hello"]
-        options.threads = options.threads or [1, 2]
+        options.threads = options.threads or [1]
         options.duration, options.rounds, options.warmup = 1, 1, 0
     chosen = [item for item in WORKLOADS if not options.workload or item.name in options.workload]
     thread_counts = options.threads or [1, 4]
