@@ -68,7 +68,7 @@ def require_program(program: str, why: str = "") -> str:
 def require_network_namespaces() -> str:
     """The ``ip`` command, when this process may create network namespaces with it (root, and a
     kernel that allows them); skips locally or fails under CI otherwise."""
-    ip = require_program("ip", "network namespaces for the multi-host test")
+    ip = require_program("ip", "network namespaces: the multi-host and container tests")
     if os.geteuid() != 0:
         unavailable("network namespaces need root: run this test as root "
                     "(e.g. 'sudo -E python -m pytest tests/test_multihost.py'); CI runs as root")

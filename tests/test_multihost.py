@@ -44,9 +44,10 @@ FRONT_ENDS = ("HAProxy", "nginx")
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory, tls_files) -> Iterator[Site]:
-    require_network_namespaces()
+def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    require_network_namespaces()  # first: root and `ip netns` are what most machines lack
     haproxy = require_program("haproxy", "the front end of the multi-host test")
+    tls_files = request.getfixturevalue("tls_files")  # nginx's certificate (openssl)
     with running_site(tmp_path_factory.mktemp("fleet"), tmp_path_factory.mktemp("nginx"), tls_files, haproxy,
                       SHUTDOWN_DELAY) as running:
         yield running
