@@ -635,7 +635,7 @@ class Scenario:
                     "nginx": f"the upgrade of the hosts took {self.took:.1f}s"}
         what = "kill" if self.name == "master SIGKILL" else "cut"
         nginx_cause = "failed connection" if what == "kill" else "connect timeout (1 s)"
-        after = (f"its orphaned worker served until {self.in_flight_until - self.event:.2f}s" if what == "kill"
+        after = (f"its last orphaned worker gone at {self.in_flight_until - self.event:.2f}s" if what == "kill"
                  else f"link restored after {self.took:.1f}s")
         return {"HAProxy": f"host DOWN {self.haproxy_down - self.event:.2f}s after the {what}",
                 "nginx": f"host out at its first {nginx_cause}, {self.nginx_out - self.event:.2f}s after the "
