@@ -37,7 +37,6 @@ import shlex
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -64,9 +63,7 @@ def ready(host: str, port: int, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/readyz", timeout=timeout) as reply:
             return reply.status == 200
-    except urllib.error.HTTPError:
-        return False
-    except OSError:
+    except OSError:  # a 503 (urllib's HTTPError) as much as no answer at all
         return False
 
 
