@@ -634,7 +634,7 @@ class Scenario:
             return {"HAProxy": f"each host out of rotation {min(spans):.1f}-{max(spans):.1f}s",
                     "nginx": f"the upgrade of the hosts took {self.took:.1f}s"}
         what = "kill" if self.name == "master SIGKILL" else "cut"
-        nginx_cause = "failed connection" if what == "kill" else "connect timeout (1 s)"
+        nginx_cause = "failed request" if what == "kill" else "connect timeout (1 s)"
         after = (f"its last orphaned worker gone at {self.in_flight_until - self.event:.2f}s" if what == "kill"
                  else f"link restored after {self.took:.1f}s")
         return {"HAProxy": f"host DOWN {self.haproxy_down - self.event:.2f}s after the {what}",
@@ -686,9 +686,11 @@ def back_in_rotation(traffic: Traffic, host: Host, since: float, baseline: int) 
 
 
 def nginx_moved_on(site: Site, host: Host, after: float) -> Routed | None:
-    """The first request nginx sent to ``host`` after ``after`` and then on to another host."""
-    return next((item for item in site.nginx_routed() if item.start >= after and host.address in item.hosts[:-1]),
-                None)
+    """The first request begun after ``after`` that failed on ``host`` in nginx's log: moved on
+    to another host, or answered 502 there (a POST already sent is not moved). Either marks the
+    host failed (max_fails=1): nginx stops sending to it for fail_timeout."""
+    return next((item for item in site.nginx_routed() if item.start >= after and (
+        host.address in item.hosts[:-1] or (item.hosts[-1:] == (host.address,) and item.status >= 500))), None)
 
 
 def gone(host: Host) -> bool:
