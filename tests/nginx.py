@@ -3,10 +3,12 @@
 ``Nginx`` renders the template with ports and paths under a temporary prefix, starts
 ``nginx -g 'daemon off;'`` as the test's own process (its own session, so teardown can stop the
 master and its workers by process group), waits until it serves a static file, and stops it by
-pid. Both upstream variants of the template are reachable: pass forkserve's address as a
-``(host, port)`` tuple for the TCP upstream or as a path for the unix-socket one.
+pid. Every upstream variant of the template is reachable: pass forkserve's address as a
+``(host, port)`` tuple for the TCP upstream, as a path for the unix-socket one, or a list of
+``(host, port)`` for the several-hosts one (forkserve_hosts, three servers).
 
-nginx is required: when it is missing the tests fail with the reason, they do not skip.
+nginx and openssl are system programs: a machine without them skips these tests with the command
+that installs them, and CI (``CI=true``) fails them instead (tests/system_programs.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import grp
 import os
 import pwd
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,29 +28,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-import pytest
 import requests
 from conf_template import render
 from requests.adapters import HTTPAdapter
+from system_programs import require_program
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_CONF = ROOT / "conf" / "nginx.conf"
 NGINX_UWSGI_CONF = ROOT / "conf" / "nginx-uwsgi.conf"
 STATIC_PROBE = "ready.txt"
 STATIC_PROBE_TEXT = "served by nginx\n"
+HOSTS_IN_TEMPLATE = 3  # the forkserve_hosts upstream's server lines (@HOST_1@ .. @HOST_3@)
 
 
 def nginx_binary() -> str:
-    """Path of the nginx binary; fails the test (never skips) when nginx is not installed."""
-    found = shutil.which("nginx") or next(
-        (path for path in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(path, os.X_OK)), None
-    )
-    if found is None:
-        pytest.fail(
-            "nginx is not installed, and the nginx tests are required: run .ci/run "
-            "(it installs the Debian package) or 'apt-get install nginx'", pytrace=False,
-        )
-    return found
+    """Path of the nginx binary; skips the test (fails it under CI) when nginx is not installed."""
+    return require_program("nginx", "the front end of the deployment tests")
 
 
 @dataclass(frozen=True)
@@ -62,10 +56,7 @@ class TlsFiles:
 
 def make_tls_files(directory: Path) -> TlsFiles:
     """Create a throwaway EC certificate valid for IP 127.0.0.1 with the openssl command."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.fail("the openssl command is required to make nginx's test certificate "
-                    "(run .ci/run or 'apt-get install openssl')", pytrace=False)
+    openssl = require_program("openssl", "to make nginx's test certificate")
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
         [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
@@ -85,7 +76,8 @@ def _free_port() -> int:
 class Nginx:
     """One nginx master (plus workers) serving conf/nginx.conf from a private prefix."""
 
-    def __init__(self, prefix: Path, upstream: tuple[str, int] | str, tls: TlsFiles, conf: Path = NGINX_CONF) -> None:
+    def __init__(self, prefix: Path, upstream: tuple[str, int] | str | list[tuple[str, int]],
+                 tls: TlsFiles, conf: Path = NGINX_CONF) -> None:
         self.prefix = prefix
         self.upstream = upstream
         self.port = _free_port()
@@ -94,10 +86,16 @@ class Nginx:
         for directory in ("logs", "tmp", "static"):
             (prefix / directory).mkdir(parents=True, exist_ok=True)
         (self.static_root / STATIC_PROBE).write_text(STATIC_PROBE_TEXT)
-        if isinstance(upstream, tuple):
-            chosen, tcp, unix = "forkserve_tcp", f"{upstream[0]}:{upstream[1]}", str(prefix / "unused.sock")
+        unused_tcp, unused_unix = "127.0.0.1:9", str(prefix / "unused.sock")
+        hosts = [unused_tcp] * HOSTS_IN_TEMPLATE
+        if isinstance(upstream, list):
+            assert len(upstream) == HOSTS_IN_TEMPLATE, upstream
+            hosts = [f"{host}:{port}" for host, port in upstream]
+            chosen, tcp, unix = "forkserve_hosts", unused_tcp, unused_unix
+        elif isinstance(upstream, tuple):
+            chosen, tcp, unix = "forkserve_tcp", f"{upstream[0]}:{upstream[1]}", unused_unix
         else:
-            chosen, tcp, unix = "forkserve_unix", "127.0.0.1:9", upstream
+            chosen, tcp, unix = "forkserve_unix", unused_tcp, upstream
         self.conf_path = prefix / "nginx.conf"
         self.conf_path.write_text(render(conf, {
             "USER": f"{pwd.getpwuid(os.getuid()).pw_name} {grp.getgrgid(os.getgid()).gr_name}",
@@ -109,6 +107,8 @@ class Nginx:
             "STATIC_ROOT": f"{self.static_root}/",
             "UPSTREAM_TCP": tcp,
             "UPSTREAM_UNIX": unix,
+            # (only the main template has the several-hosts upstream)
+            **({f"HOST_{index}": host for index, host in enumerate(hosts, 1)} if conf == NGINX_CONF else {}),
             "UPSTREAM": chosen,
         }))
         self.process: subprocess.Popen[bytes] | None = None
@@ -168,17 +168,23 @@ class Nginx:
 
     def stop(self) -> None:
         """QUIT (graceful) the master, wait; then kill its process group, whatever is left."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGQUIT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(5)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        stop_process_group(self.process, signal.SIGQUIT)
+
+
+def stop_process_group(process: subprocess.Popen[bytes] | None, graceful: int) -> None:
+    """Send ``graceful`` to a process started in its own session and wait a little; then
+    SIGKILL its whole process group, whatever is left. Safe on a process already gone."""
+    if process is None:
+        return
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(graceful)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(5)
+            process.wait(5)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(5)
 
 
 def _read(path: Path) -> str:

@@ -11,16 +11,15 @@ import contextlib
 import math
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from conftest import ROOT, pid_alive, wait_for
+from system_programs import require_program
 
 SCENARIOS = (
     "hello-close", "hello-keepalive", "hello-keepalive-1perworker", "hello-c64", "json",
@@ -34,9 +33,7 @@ STARTED = re.compile(r"^\s+(\w+) on \S+: master pid (\d+), worker pids ([\d ]+)$
 
 
 def _require_wrk() -> None:
-    if shutil.which("wrk") is None and not Path("/usr/bin/wrk").exists():
-        pytest.fail("wrk is not installed, so the benchmark runner cannot be exercised "
-                    "(apt-get install wrk; .ci/run installs it)", pytrace=False)
+    require_program("wrk", "the benchmark runner's load generator")
 
 
 @contextlib.contextmanager
@@ -235,3 +232,18 @@ def test_profile_worker_reports_per_request_figures():
     assert profiled and int(profiled.group(1)) > 0, completed.stdout
     inclusive = completed.stdout.split("forkserve functions by inclusive time", 1)[1]
     assert inclusive.count("| `forkserve/") == 5, completed.stdout
+
+
+def test_sizing_sheet_smoke_run_reports_every_thread_count(tmp_path):
+    """benchmarks.sizing (README "Sizing a fleet") end to end: one workload, 1 s runs."""
+    _require_wrk()
+    output = tmp_path / "sizing.md"
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.sizing", "--smoke", "--output", str(output)], cwd=ROOT,
+        capture_output=True, text=True, timeout=120, check=False, start_new_session=True,
+    )
+    assert completed.returncode == 0, completed.stderr
+    rows = [line.split("|")[1:-1] for line in output.read_text().splitlines() if line.startswith("| hello |")]
+    assert [int(row[1]) for row in rows] == [1], output.read_text()
+    for row in rows:
+        assert _number(row[3].strip()) > 0 and _number(row[4].strip()) > 0 and _number(row[9].strip()) > 0, row

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import APPS, ROOT, children_of, free_port, process_title, wait_for
+from system_programs import require_program
 
 from forkserve.settings.cpus import CpuBudget, cgroup_cpu_limit, choose_budget
 
@@ -125,9 +125,7 @@ def namespace_pid(host_pid: int) -> int:
 @pytest.fixture
 def as_pid_one():
     """Run forkserve as PID 1 of a new pid namespace (unshare), like a container's entrypoint."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.fail("the unshare command (util-linux) is required for the PID 1 test", pytrace=False)
+    unshare = require_program("unshare", "forkserve as PID 1 of a pid namespace")
     started: list[subprocess.Popen[bytes]] = []
     log = tempfile.NamedTemporaryFile(prefix="forkserve-pid1-", suffix=".txt", delete=False)  # noqa: SIM115
 

@@ -90,5 +90,6 @@ def test_signals_table_lists_exactly_the_signals_the_master_handles():
 
 def test_deployment_section_lists_every_file_in_conf():
     deployment = section("Deployment")
-    listed = set(re.findall(r"`conf/([\w.-]+)`", deployment))
-    assert listed == {path.name for path in (ROOT / "conf").iterdir()}
+    listed = set(re.findall(r"`conf/([\w./-]+)`", deployment))
+    conf = ROOT / "conf"
+    assert listed == {str(path.relative_to(conf)) for path in conf.rglob("*") if path.is_file()}

@@ -12,7 +12,6 @@ import grp
 import os
 import pwd
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 import requests
 from conf_template import render
 from conftest import ROOT, wait_for
+from system_programs import require_program
 
 from forkserve.master.arbiter import HANDLED_SIGNALS
 from forkserve.process.exits import EXIT_BOOT_FAILED, EXIT_USAGE
@@ -60,15 +60,6 @@ def seconds(value: str) -> float:
     return total
 
 
-def tool(name: str, package: str) -> str:
-    """A command's path (sbin included, which may be off PATH); fails the test when missing."""
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    if found is None:
-        pytest.fail(f"the {name} command is required for this test: run .ci/run or "
-                    f"'apt-get install {package}'", pytrace=False)
-    return found
-
-
 def current_user_and_group() -> tuple[str, str]:
     return pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
 
@@ -86,7 +77,7 @@ def rendered_units(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_systemd_units_pass_systemd_analyze_verify(rendered_units, tmp_path):
-    analyze = tool("systemd-analyze", "systemd")
+    analyze = require_program("systemd-analyze", "systemd's own unit checker")
     result = subprocess.run([analyze, "verify", *map(str, rendered_units)],
                             capture_output=True, text=True, timeout=60, check=False)
     complaints = [line for line in (result.stdout + result.stderr).splitlines() if str(tmp_path) in line]
@@ -95,7 +86,7 @@ def test_systemd_units_pass_systemd_analyze_verify(rendered_units, tmp_path):
 
 def test_service_unit_is_hardened(rendered_units):
     # systemd's own exposure rating (0 best .. 10 worst): at most 5.0 ("MEDIUM" starts above).
-    analyze = tool("systemd-analyze", "systemd")
+    analyze = require_program("systemd-analyze", "systemd's own unit checker")
     service, _ = rendered_units
     result = subprocess.run([analyze, "security", "--offline=yes", "--threshold=50", str(service)],
                             capture_output=True, text=True, timeout=60, check=False)
@@ -130,8 +121,11 @@ def test_conf_files_agree_with_forkserve_and_each_other():
     # What conf/nginx.conf says goes with forkserve's settings.
     nginx = NGINX.read_text()
     upstreams = re.findall(r"upstream (\w+) \{(.*?)\}", nginx, re.DOTALL)
-    assert {name for name, _ in upstreams} == {"forkserve_tcp", "forkserve_unix"}
+    assert {name for name, _ in upstreams} == {"forkserve_tcp", "forkserve_unix", "forkserve_hosts"}
     for name, block in upstreams:
+        if name == "forkserve_hosts":  # several hosts: no pool (see test_multihost.py)
+            assert "keepalive" not in block, block
+            continue
         pool_timeout = re.search(r"keepalive_timeout (\S+);", block)
         assert pool_timeout and production.keepalive > seconds(pool_timeout.group(1)), name
     read_timeout = re.search(r"proxy_read_timeout (\d+)s;", nginx)
@@ -167,7 +161,7 @@ def open_files(pids: list[int]) -> set[str]:
 
 
 def test_logrotate_snippet_rotates_and_forkserve_reopens(start_server, tmp_path):
-    logrotate = tool("logrotate", "logrotate")
+    logrotate = require_program("logrotate", "conf/logrotate.forkserve is run for real")
     logs, pidfile = tmp_path / "logs", tmp_path / "forkserve.pid"
     logs.mkdir()
     error_log = logs / "error.log"

@@ -93,6 +93,7 @@ class Worker:
         self.scoreboard = scoreboard
         self.slot = scoreboard.writer(slot_index)
         self.slot_index = slot_index
+        self.orphaned = False  # its master is gone
         self.thread_slots = thread_slots or []  # with threads > 1: one scoreboard slot per app thread
         self.front: Front | None = None
         self.pool: AppThreads | None = None
@@ -300,7 +301,7 @@ class Worker:
     # -- what the loop asks of the worker (forkserve.front.Control) ----------------------------
 
     def drain_requested(self) -> bool:
-        return self.slot.drain_requested()
+        return self.orphaned or self.slot.drain_requested()
 
     def tick(self) -> bool:
         """Twice a second from the loop: heartbeat, log reopening, an orphaned worker's exit."""
@@ -311,8 +312,9 @@ class Worker:
             # The master was killed: nobody supervises this worker any more. It stops taking
             # connections and finishes the requests it holds (graceful_timeout at most), rather
             # than dropping them.
-            error_log.warning("worker %d: master went away; finishing the requests in hand, then exiting",
-                              self.pid)
+            error_log.warning("worker %d: master went away; finishing the requests in hand (and the "
+                              "connections queued for it), then exiting", self.pid)
+            self.orphaned = True  # nobody else will serve the listen queue: drain it, as at a shutdown
             self.stopping = True
         return True
 
