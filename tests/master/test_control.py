@@ -157,7 +157,7 @@ def test_another_user_is_refused_by_the_file_mode_and_by_its_credentials(start_s
                                      "user and root may use it")
     # Even with a socket file anyone may open, the master checks who is calling.
     open_to_all = os.path.join(socket_dir, "open.sock")
-    server = start_server("-w", "1", "--control-socket", open_to_all, "--control-socket-mode", "666",
+    server = start_server("-w", "1", "--control-socket", open_to_all, "--control-socket-mode", "0o666",
                           "ops_apps:stuck")
     code, stderr = ctl_as(other_user, "--socket", open_to_all, "stop")
     assert code == 1
