@@ -39,6 +39,7 @@ TICK = 0.5  # seconds between heartbeats (the master replaces a worker whose hea
 ACCEPT_BURST = 64  # connections taken per wake-up at most (none once one brings a whole request)
 ACCEPT_BACKOFF = 0.1  # seconds without accepting after running out of file descriptors
 DRAIN_SETTLE = 0.1  # a draining worker closes its listeners once they stayed empty this long
+ORPHAN_DRAIN = 1.0  # a worker whose master died takes queued connections for this long at most
 _EPOLLIN = select.EPOLLIN
 
 
@@ -86,6 +87,7 @@ class Front(Connections):
         self.stop_deadline = INFINITY
         self.drain_quiet_since = 0.0
         self.drained = 0  # connections taken off the listen queue while draining
+        self.drain_until = INFINITY
         self.next_tick = 0.0
 
     # -- the loop ------------------------------------------------------------------------------
@@ -171,6 +173,8 @@ class Front(Connections):
                 error_log.warning("worker stopping: closing %d connection(s) at the graceful timeout",
                                   len(self.conns))
             return False
+        if self.draining and self.listeners and now >= self.drain_until:
+            self._close_listeners()  # (an orphan's drain is bounded: arrivals may never stop)
         if self.draining and self.listeners:
             if not self.drain_quiet_since and not self.ready:
                 for fd in list(self.listeners):
@@ -244,6 +248,7 @@ class Front(Connections):
         self.stopping = True
         self.stop_deadline = now + max(self.graceful_timeout - 1.0, 0.0)
         self.draining = bool(self.listeners) and self.control.drain_requested()
+        self.drain_until = now + ORPHAN_DRAIN if getattr(self.control, "orphaned", False) else INFINITY
         if self.draining:
             self.drain_quiet_since = 0.0
             for fd in list(self.listeners):

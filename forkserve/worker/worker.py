@@ -314,7 +314,9 @@ class Worker:
             # than dropping them.
             error_log.warning("worker %d: master went away; finishing the requests in hand (and the "
                               "connections queued for it), then exiting", self.pid)
-            self.orphaned = True  # nobody else will serve the listen queue: drain it, as at a shutdown
+            # Nobody else may serve the listen queue: drain it for a moment, as at a shutdown (not
+            # closing the door with a socket filter: a USR2 successor could share these sockets).
+            self.orphaned = True
             self.stopping = True
         return True
 

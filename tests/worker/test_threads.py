@@ -56,10 +56,10 @@ def test_stats_top_and_title_show_each_thread(start_server) -> None:
 
 
 def test_a_timeout_interrupts_only_that_thread(start_server) -> None:
-    server = start_server("-w", "1", "--threads", "4", "--timeout", "1", APP)
+    server = start_server("-w", "1", "--threads", "4", "--timeout", "2", APP)
     pid = server.wait_workers(1)[0]
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        other = pool.submit(requests.get, server.url + "/sleep?1.5", timeout=20)
+        other = pool.submit(requests.get, server.url + "/sleep?1", timeout=20)  # (within the timeout)
         spun = requests.get(server.url + "/spin?30", timeout=20)
         assert spun.status_code == 500  # interrupted at the next bytecode, long before 30 s
         assert other.result().text == "slept"  # the other thread's request was left alone
