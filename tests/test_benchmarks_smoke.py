@@ -1,8 +1,9 @@
 """The benchmark runner cannot rot: it runs end to end here, and always cleans up after itself.
 
 Speed is never asserted (that is what the runner's own report is for); these tests check that
-it completes, that its table has every scenario with figures for both servers, that it leaves
-no server process behind — also when interrupted — and that bad input gets a clear answer.
+it completes, that its tables have every scenario with figures for every server (uWSGI and
+granian when they are installed, a note saying they were skipped when not), that it leaves no
+server process behind — also when interrupted — and that bad input gets a clear answer.
 """
 
 from __future__ import annotations
@@ -29,7 +30,15 @@ SCENARIOS = (
 DISTURBED = ("slow-clients", "slow-readers", "idle-keepalive")
 MEMORY = ("idle-memory",)
 SERVERS = ("forkserve", "gunicorn")
+COMPARATORS = ("uwsgi", "granian")
 METRICS = ("req/s", "p50", "p99", "CPU µs/req", "worker RSS MiB")
+# The app-thread scenarios: their own servers, the candidate first.
+THREADS = {
+    "hello-threads4-keepalive": ("forkserve 4 threads", "forkserve 1 thread"),
+    "hello-threads4-close": ("forkserve 4 threads", "forkserve 1 thread"),
+    "io-bound": ("forkserve 2×8 threads", "gunicorn gthread 2×8 threads"),
+    "io-bound-16sync": ("forkserve 2×8 threads", "forkserve 16 sync workers"),
+}
 STARTED = re.compile(r"^\s+(\w+) on \S+: master pid (\d+), worker pids ([\d ]+)$", re.MULTILINE)
 
 
@@ -81,7 +90,7 @@ def _kill_leftovers(pids: list[int]) -> None:
 def _table(report: str, heading: str = "## Results") -> dict[tuple[str, str], dict[str, str]]:
     """The table under ``heading`` as {(scenario, server): {column: cell}}; blank scenario cells
     carry down."""
-    lines = report.split(heading, 1)[1].split("\n## ", 1)[0].strip().splitlines()
+    lines = report.split(heading, 1)[1].split("\n#", 1)[0].strip().splitlines()
     rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines
             if line.startswith("|")]
     header, body = rows[0], rows[2:]
@@ -94,6 +103,12 @@ def _table(report: str, heading: str = "## Results") -> dict[tuple[str, str], di
     return table
 
 
+def _installed() -> list[str]:
+    from benchmarks.servers import COMPARATORS as KINDS
+
+    return [kind.name for kind in KINDS if kind.missing() is None]
+
+
 def _number(cell: str) -> float:
     """A figure as the report prints it ('8,779', '777 µs', '3.90 ms', '1.42×')."""
     match = re.fullmatch(r"([\d,]+(?:\.\d+)?)\s*(µs|ms|×|MiB|KiB)?", cell)
@@ -101,9 +116,18 @@ def _number(cell: str) -> float:
     return float(match.group(1).replace(",", ""))
 
 
+def _targets(report: str, heading: str) -> dict[str, tuple[str, str]]:
+    """A target table under ``heading`` as {target: (measured, met)}."""
+    lines = report.split(heading, 1)[1].split("\n#", 1)[0].strip().splitlines()
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines
+            if line.startswith("|")][2:]
+    return {target: (measured, met) for target, measured, met in rows}
+
+
 @pytest.mark.slow
-def test_smoke_run_reports_every_scenario_for_both_servers(tmp_path):
+def test_smoke_run_reports_every_scenario_for_every_server(tmp_path):
     _require_wrk()
+    installed = _installed()
     output = tmp_path / "report.md"
     completed = subprocess.run(
         _runner("--smoke", "--output", str(output)), cwd=ROOT, capture_output=True, text=True,
@@ -118,14 +142,40 @@ def test_smoke_run_reports_every_scenario_for_both_servers(tmp_path):
         assert "python -m benchmarks --smoke" in report
         table = _table(report)
         for scenario in SCENARIOS:
-            for server in SERVERS:
+            for server in (*SERVERS, *installed):
                 row = table[(scenario, server)]
                 assert _number(row["req/s"]) > 0, (scenario, server, row)
+                assert _number(row["errors"]) == 0, (scenario, server, row)
                 for metric in METRICS:
                     _number(row[metric])
-            ratios = table[(scenario, "**forkserve/gunicorn**")]
-            for metric in METRICS:
-                _number(ratios[metric])
+                if server != "forkserve":
+                    ratios = table[(scenario, f"**forkserve/{server}**")]
+                    for metric in METRICS:
+                        _number(ratios[metric])
+        for name in COMPARATORS:
+            if name not in installed:
+                assert f"{name}: skipped, {name} is not installed" in report
+        # Issue 17: forkserve against each comparator on three workloads, and its CPU per
+        # keep-alive request; a comparator that is not installed is "not run", not a failure.
+        versus = _targets(report, "## vs uWSGI and granian")
+        for scenario in ("hello-keepalive-1perworker", "hello-c64", "hello-close"):
+            for name in COMPARATORS:
+                [(measured, met)] = [value for target, value in versus.items()
+                                     if target.startswith(f"req/s ≥ {name}'s") and f"({scenario})" in target]
+                assert met in ("yes", "**no**") if name in installed else measured.startswith("not run")
+        assert sum(target.startswith("forkserve CPU ≤ 40 µs") for target in versus) == 2
+        # Issue 13: each app-thread scenario on its own two servers, with every worker's memory.
+        threads = _table(report, "## App threads")
+        for scenario, (candidate, other) in THREADS.items():
+            for server in (candidate, other):
+                row = threads[(scenario, server)]
+                assert _number(row["req/s"]) > 0, (scenario, server, row)
+                assert _number(row["all workers PSS MiB"]) > 0, row
+            _number(threads[(scenario, f"**{candidate}/{other}**")]["req/s"])
+        assert _number(threads[("io-bound-16sync", "forkserve 16 sync workers")]["workers"]) == 16
+        targets = _targets(report, "### Targets (issue 13)")
+        assert sum(met in ("yes", "**no**") for _, met in targets.values()) == 5, targets
+        assert any("memory saved" in target for target in targets), targets
         # The misbehaving-client scenarios: each server against its own baseline, the goals
         # marked for forkserve; a collapse shows as an unknown (∞) p99, not as a fast one.
         disturbed = _table(report, "## Misbehaving clients")
@@ -145,8 +195,8 @@ def test_smoke_run_reports_every_scenario_for_both_servers(tmp_path):
                 row = memory[(scenario, server)]
                 assert _number(row["connections"]) == 1000, row
                 assert row["KiB per open connection"] == "n/a" or _number(row["KiB per open connection"]) >= 0
-        # Every server started says so (master + 2 workers): at least one of each kind.
-        assert len(pids) >= len(SERVERS) * 3, completed.stderr
+        # Every server started says so (master + workers): at least one of each kind.
+        assert len(pids) >= len(SERVERS + tuple(installed)) * 3, completed.stderr
         wait_for(lambda: not any(map(pid_alive, pids)), 15, message="benchmark servers to be gone")
     finally:
         _kill_leftovers(pids)
@@ -163,11 +213,11 @@ def test_interrupted_run_stops_every_server(tmp_path, signum):
         )
     pids: list[int] = []
     try:
-        def both_started() -> bool:
+        def all_started() -> bool:
             pids[:] = _started_pids(progress.read_text())
-            return len(pids) == 2 * 3
+            return len(pids) == (2 + len(_installed())) * 3
 
-        wait_for(both_started, 60, message="the runner to start both servers")
+        wait_for(all_started, 60, message="the runner to start every server")
         runner.send_signal(signum)
         try:
             code = runner.wait(30)
@@ -190,6 +240,32 @@ def test_unknown_scenario_is_refused_with_the_valid_names():
     assert "unknown scenario(s) nope" in completed.stderr
     assert "hello-keepalive" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_a_scenario_answers_to_its_other_names():
+    from benchmarks.scenarios import select
+
+    picked = select(["hello-keepalive-c2", "hello-keepalive-c64", "hello-close-c8", "hello-c64"])
+    assert [scenario.name for scenario in picked] == ["hello-close", "hello-keepalive-1perworker", "hello-c64"]
+
+
+def test_comparators_are_optional_unless_asked_for():
+    from benchmarks.servers import UWSGI, ServerError, ServerKind, comparators
+
+    absent = ServerKind("absent", UWSGI.launcher, optional=True, missing=lambda: "absent is not installed")
+    kinds = (UWSGI, absent)
+    chosen, notes = comparators(kinds=kinds)
+    assert absent not in chosen
+    assert "absent: skipped, absent is not installed" in notes
+    chosen, notes = comparators(unwanted=["uwsgi", "absent"], kinds=kinds)
+    assert chosen == ()
+    assert "uwsgi: left out (--without)" in notes
+    with pytest.raises(ServerError, match="absent was asked for with --with, but absent is not installed"):
+        comparators(wanted=["absent"], kinds=kinds)
+    completed = subprocess.run(_runner("--with", "nope"), cwd=ROOT, capture_output=True, text=True,
+                               timeout=60, check=False)
+    assert completed.returncode == 2
+    assert "unknown comparator(s) nope" in completed.stderr
 
 
 def test_wrk_output_without_a_result_line_is_an_error():
