@@ -29,6 +29,7 @@ from benchmarks.disturbed import (
     MemoryResult,
     MemorySample,
 )
+from benchmarks.probe import PATIENCE_S
 from benchmarks.runner import Result, Sample, ScenarioResult, Settings
 from benchmarks.scenarios import HELLO_THREADS, MAIN, THREADS
 from benchmarks.servers import COMPARATORS, ROOT, uwsgi_executable
@@ -81,9 +82,22 @@ COLUMNS: tuple[tuple[str, str, Callable[[float], str]], ...] = (
     ("worker RSS MiB", "worker_rss_kib", lambda kib: _number(kib / 1024, 1)),
     ("worker PSS MiB", "worker_pss_kib", lambda kib: _number(kib / 1024, 1)),
     ("errors", "errors", _number),
+    (f"new clients answered within {PATIENCE_S:g} s", "probes", _number),  # the whole sample: _cell
 )
 # Cells of columns that have no ratio.
-NO_RATIO = ("errors", "workers")
+NO_RATIO = ("errors", "workers", "probes")
+
+
+def _probes(sample: Sample) -> str:
+    """'12/12, ≤ 3.20 ms': newcomers answered of those sent, and the slowest answer."""
+    text = f"{sample.probes_answered:.0f}/{sample.probes_sent:.0f}"
+    if sample.probes_answered:
+        text += f", ≤ {_latency(sample.probe_slowest_us)}"
+    return text
+
+
+def _cell(sample: Sample, attr: str, formatter: Callable[[float], str]) -> str:
+    return _probes(sample) if attr == "probes" else formatter(getattr(sample, attr))
 
 
 def _mib_cell(kib: float) -> str:
@@ -91,9 +105,9 @@ def _mib_cell(kib: float) -> str:
 
 
 # The app-thread tables also show every worker's memory summed: what the threads save.
-THREAD_COLUMNS = (*COLUMNS[:-1], ("workers", "workers", _number),
+THREAD_COLUMNS = (*COLUMNS[:-2], ("workers", "workers", _number),
                   ("all workers RSS MiB", "total_rss_kib", _mib_cell),
-                  ("all workers PSS MiB", "total_pss_kib", _mib_cell), COLUMNS[-1])
+                  ("all workers PSS MiB", "total_pss_kib", _mib_cell), *COLUMNS[-2:])
 
 
 def ratio(candidate: float, baseline: float) -> float:
@@ -222,7 +236,7 @@ def results_table(results: list[ScenarioResult],
         medians = {name: result.median(name) for name in servers}
         for index, name in enumerate(servers):
             lead = [result.scenario.name, str(result.connections)] if index == 0 else ["", ""]
-            cells = [formatter(getattr(medians[name], attr)) for _, attr, formatter in columns]
+            cells = [_cell(medians[name], attr, formatter) for _, attr, formatter in columns]
             lines.append(_row([*lead, name, *cells]))
         for other in servers[1:]:
             cells = [
@@ -354,6 +368,9 @@ def versus_table(results: list[ScenarioResult], left_out: list[str]) -> list[str
             else:
                 theirs = result.median(kind.name)
                 value, measured = _versus(result.median(CANDIDATE), theirs)
+                if theirs.probes_answered < theirs.probes_sent:
+                    measured += (f"; {kind.name} answered {_probes(theirs)} new clients within "
+                                 f"{PATIENCE_S:g} s (its figures are those of the clients it served)")
                 if result.connections == clients:
                     rows.append((label, measured, _verdict(value >= 1.0)))
                 else:
@@ -372,6 +389,9 @@ def versus_table(results: list[ScenarioResult], left_out: list[str]) -> list[str
             figures = ", ".join(f"{server} {_number(result.median(server).cpu_us_per_request)}"
                                 for server in result.servers)
             rows.append((f"(reading aid) CPU µs per request, {what} ({name})", figures, "—"))
+            newcomers = ", ".join(f"{server} {_probes(result.median(server))}" for server in result.servers)
+            rows.append((f"(reading aid) new clients answered within {PATIENCE_S:g} s, {what} ({name})",
+                         newcomers, "—"))
     return _target_lines(rows)
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from benchmarks.disturbed import DisturbedResult, MemoryResult, run_disturbed, run_memory
 from benchmarks.fanout import each
+from benchmarks.probe import Prober
 from benchmarks.procstat import pss_kib, rss_kib, tree_cpu_seconds, worker_kib
 from benchmarks.scenarios import DISTURBED, MEMORY, Scenario
 from benchmarks.servers import BIND, Launch, RunningServer, ServerKind, ServerPool, ServerSpec
@@ -64,6 +65,9 @@ class Sample:
     workers: float = 0.0  # live workers after the run
     total_rss_kib: float = 0.0  # summed over those workers
     total_pss_kib: float = 0.0
+    probes_sent: float = 0.0  # newcomers during the run (probe.py)
+    probes_answered: float = 0.0
+    probe_slowest_us: float = 0.0
 
 
 def median_sample(samples: list[Sample]) -> Sample:
@@ -102,14 +106,19 @@ def _median_of(values: list[int]) -> float:
 
 def measure(server: RunningServer, scenario: Scenario, connections: int, duration_s: int,
             wrk: str) -> tuple[Sample, dict[str, int]]:
-    """One wrk run against ``server``; CPU is the server tree's, sampled just before and after.
+    """One wrk run against ``server``, a prober beside it; CPU is the server tree's, sampled
+    just before and after.
 
     Returns the sample and wrk's error counts by kind.
     """
     before_workers = set(server.worker_pids())
     cpu_before = tree_cpu_seconds(server.pid)
-    result = run_wrk(wrk, server.url + scenario.path, connections, duration_s, scenario.timeout,
-                     scenario.script_args)
+    prober = Prober(server.port, scenario.path).start()
+    try:
+        result = run_wrk(wrk, server.url + scenario.path, connections, duration_s, scenario.timeout,
+                         scenario.script_args)
+    finally:
+        probes = prober.stop()
     cpu_after = tree_cpu_seconds(server.pid)
     after_workers = set(server.worker_pids())
     if after_workers != before_workers:
@@ -131,6 +140,9 @@ def measure(server: RunningServer, scenario: Scenario, connections: int, duratio
         workers=len(rss),
         total_rss_kib=sum(rss),
         total_pss_kib=sum(pss),
+        probes_sent=probes.sent,
+        probes_answered=probes.answered,
+        probe_slowest_us=probes.slowest_us,
     )
     return sample, result.errors
 
@@ -227,6 +239,7 @@ def _run_scenario(scenario: Scenario, servers: dict[str, RunningServer], setting
             progress(
                 f"  {scenario.name} round {round_number}/{settings.rounds} {label}: "
                 f"{sample.requests_per_second:.0f} req/s, p99 {sample.p99_us:.0f} µs, "
-                f"{sample.cpu_us_per_request:.0f} µs CPU/req, {sample.errors:.0f} errors"
+                f"{sample.cpu_us_per_request:.0f} µs CPU/req, {sample.errors:.0f} errors, "
+                f"{sample.probes_answered:.0f}/{sample.probes_sent:.0f} new clients answered in time"
             )
     return result

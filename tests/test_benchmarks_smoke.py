@@ -146,6 +146,8 @@ def test_smoke_run_reports_every_scenario_for_every_server(tmp_path):
                 row = table[(scenario, server)]
                 assert _number(row["req/s"]) > 0, (scenario, server, row)
                 assert _number(row["errors"]) == 0, (scenario, server, row)
+                # The prober's fresh connections beside wrk: answered / sent (and how slowly).
+                assert re.fullmatch(r"\d+/\d+(, ≤ .+)?", row["new clients answered within 2 s"]), row
                 for metric in METRICS:
                     _number(row[metric])
                 if server != "forkserve":
