@@ -375,7 +375,7 @@ def versus_table(results: list[ScenarioResult], left_out: list[str]) -> list[str
                     rows.append((label, measured, _verdict(value >= 1.0)))
                 else:
                     rows.append((label, f"{measured}, but at {result.connections} clients", "—"))
-    for name, _, what in VERSUS[:2]:
+    for name, _, _ in VERSUS[:2]:
         result = _find(results, name)
         if result is None or CANDIDATE not in result.samples:
             continue

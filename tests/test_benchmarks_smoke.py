@@ -19,9 +19,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from conftest import ROOT, pid_alive, wait_for
+
+if TYPE_CHECKING:
+    from benchmarks.runner import Sample, ScenarioResult
 
 SCENARIOS = (
     "hello-close", "hello-keepalive", "hello-keepalive-1perworker", "hello-c64", "json",
@@ -313,3 +317,59 @@ def test_profile_worker_reports_per_request_figures():
     assert profiled and int(profiled.group(1)) > 0, completed.stdout
     inclusive = completed.stdout.split("forkserve functions by inclusive time", 1)[1]
     assert inclusive.count("| `forkserve/") == 5, completed.stdout
+
+
+def _sample(rps: float, p99_us: float = 1000.0, cpu_us: float = 50.0, rss_kib: float = 20480.0,
+            workers: int = 2, probes: tuple[int, int] = (8, 8)) -> Sample:
+    from benchmarks.runner import Sample
+
+    return Sample(requests_per_second=rps, p50_us=p99_us / 2, p99_us=p99_us, max_us=p99_us * 2,
+                  cpu_us_per_request=cpu_us, worker_rss_kib=rss_kib, worker_pss_kib=rss_kib / 2,
+                  errors=0, requests=rps * 10, workers=workers, total_rss_kib=rss_kib * workers,
+                  total_pss_kib=rss_kib / 2 * workers, probes_sent=probes[0], probes_answered=probes[1],
+                  probe_slowest_us=3000.0)
+
+
+def _result(name: str, connections: int, samples: dict[str, Sample]) -> ScenarioResult:
+    from benchmarks.runner import ScenarioResult
+    from benchmarks.scenarios import SCENARIOS
+
+    scenario = next(scenario for scenario in SCENARIOS if scenario.name == name)
+    return ScenarioResult(scenario, connections, {label: [sample] for label, sample in samples.items()})
+
+
+def test_the_issue_tables_mark_each_goal_from_the_figures():
+    """No servers: made-up figures through the report's issue-17 and issue-13 tables."""
+    from benchmarks.report import threads_targets, versus_table
+
+    versus = _targets("\n".join(["#", *versus_table([
+        _result("hello-keepalive-1perworker", 2, {"forkserve": _sample(20_000, cpu_us=38),
+                                                  "uwsgi": _sample(30_000, probes=(5, 1))}),
+        _result("hello-c64", 16, {"forkserve": _sample(18_000), "uwsgi": _sample(9_000)}),
+    ], ["granian: skipped, granian is not installed (pip install granian)"])]), "#")
+    measured, met = versus["req/s ≥ uwsgi's, hello, keep-alive, 2 clients (hello-keepalive-1perworker)"]
+    assert met == "**no**" and measured.startswith("0.67× (20,000 vs 30,000); uwsgi answered 1/5")
+    # Run at other client counts than the goal's: shown, not judged.
+    measured, met = versus["req/s ≥ uwsgi's, hello, keep-alive, 64 clients (hello-c64)"]
+    assert (measured, met) == ("2.00× (18,000 vs 9,000), but at 16 clients", "—")
+    assert versus["req/s ≥ granian's, hello, keep-alive, 2 clients (hello-keepalive-1perworker)"] == (
+        "not run (skipped, granian is not installed (pip install granian))", "—")
+    assert versus["req/s ≥ uwsgi's, hello, Connection: close, 8 clients (hello-close)"] == ("not run", "—")
+    assert versus["forkserve CPU ≤ 40 µs per keep-alive request (hello-keepalive-1perworker, 2 clients)"] == (
+        "38 µs", "yes")
+
+    threads = _targets("\n".join(["#", *threads_targets([
+        _result("io-bound", 64, {"forkserve 2×8 threads": _sample(300, p99_us=400_000, rss_kib=19_000),
+                                 "gunicorn gthread 2×8 threads": _sample(310, p99_us=300_000, rss_kib=20_000)}),
+        _result("hello-threads4-close", 8, {"forkserve 4 threads": _sample(8_600),
+                                            "forkserve 1 thread": _sample(10_000)}),
+        _result("io-bound-16sync", 64, {"forkserve 2×8 threads": _sample(300, rss_kib=10_240),
+                                         "forkserve 16 sync workers": _sample(310, rss_kib=10_240, workers=16)}),
+    ])]), "#")
+    assert threads["io-bound: req/s ≥ gunicorn gthread 2×8 threads's"][1] == "**no**"
+    assert threads["io-bound: p99 ≤ gunicorn gthread 2×8 threads's"] == ("400.00 ms vs 300.00 ms", "**no**")
+    assert threads["io-bound: worker RSS ≤ gunicorn gthread 2×8 threads's (median worker)"][1] == "yes"
+    assert threads["hello-threads4-close: req/s with --threads 4 within 15% of --threads 1 (8 clients)"] == (
+        "0.86× (8,600 vs 10,000)", "yes")
+    saved = "(reading aid) memory saved: all workers' PSS, forkserve 2×8 threads vs forkserve 16 sync workers"
+    assert threads[saved] == ("10.0 MiB vs 80.0 MiB: 70.0 MiB saved (88 %)", "—")
