@@ -325,7 +325,8 @@ def _verdict(met: bool) -> str:
 
 
 def _errors_notes(results: list[ScenarioResult]) -> list[str]:
-    notes = []
+    """wrk's errors by kind per server, and the workers replaced during a run."""
+    notes = [f"- {note}" for result in results for note in result.notes]
     for result in results:
         for name in result.servers:
             kinds = result.error_kinds.get(name, {})
@@ -503,7 +504,7 @@ def render(results: list[Result], settings: Settings, environment: Environment,
         lines += ["## Results", "", *results_table(main), ""]
         notes = _errors_notes(main)
         if notes:
-            lines += ["Errors seen:", "", *notes, ""]
+            lines += ["Errors and replaced workers seen:", "", *notes, ""]
         lines += ["## Targets (issue 3)", "", *targets_table(main), ""]
         lines += ["## vs uWSGI and granian (issue 17)", "", *versus_table(main, left_out), ""]
     if threads:
@@ -511,7 +512,7 @@ def render(results: list[Result], settings: Settings, environment: Environment,
                   ""]
         notes = _errors_notes(threads)
         if notes:
-            lines += ["Errors seen:", "", *notes, ""]
+            lines += ["Errors and replaced workers seen:", "", *notes, ""]
         lines += ["### Targets (issue 13)", "", *threads_targets(threads), ""]
     if disturbed:
         lines += [f"## Misbehaving clients (each server against its own baseline, {CANDIDATE}'s goals)",
@@ -529,7 +530,9 @@ def _scenario_line(result: Result) -> str:
     if scenario.aliases:
         line += f"; also selected as {', '.join(f'`{alias}`' for alias in scenario.aliases)}"
     if isinstance(result, ScenarioResult) and result.commands:
-        line += "; servers: " + ", ".join(f"{label}: {arguments}" for label, arguments in result.commands.items())
+        line += "; servers: " + ", ".join(
+            f"`{command}`" if command.startswith(f"{label} ") else f"{label} = `{command}`"
+            for label, command in result.commands.items())
     return line
 
 

@@ -90,6 +90,7 @@ class ScenarioResult:
     samples: dict[str, list[Sample]] = field(default_factory=dict)
     error_kinds: dict[str, Counter[str]] = field(default_factory=dict)
     commands: dict[str, str] = field(default_factory=dict)  # label -> the server's arguments
+    notes: list[str] = field(default_factory=list)  # workers replaced during a run
 
     def median(self, server: str) -> Sample:
         return median_sample(self.samples[server])
@@ -105,11 +106,13 @@ def _median_of(values: list[int]) -> float:
 
 
 def measure(server: RunningServer, scenario: Scenario, connections: int, duration_s: int,
-            wrk: str) -> tuple[Sample, dict[str, int]]:
+            wrk: str) -> tuple[Sample, dict[str, int], str]:
     """One wrk run against ``server``, a prober beside it; CPU is the server tree's, sampled
     just before and after.
 
-    Returns the sample and wrk's error counts by kind.
+    Returns the sample, wrk's error counts by kind, and what changed among the server's workers
+    during the run ('' when nothing did: a replaced worker is a crash or a watchdog's kill,
+    which the figures alone would hide).
     """
     before_workers = set(server.worker_pids())
     cpu_before = tree_cpu_seconds(server.pid)
@@ -121,9 +124,11 @@ def measure(server: RunningServer, scenario: Scenario, connections: int, duratio
         probes = prober.stop()
     cpu_after = tree_cpu_seconds(server.pid)
     after_workers = set(server.worker_pids())
+    change = ""
     if after_workers != before_workers:
-        print(f"warning: {server.kind.name} workers changed during {scenario.name} "
-              f"({sorted(before_workers)} -> {sorted(after_workers)})", file=sys.stderr)
+        change = (f"workers changed during the run: {sorted(before_workers)} -> {sorted(after_workers)} "
+                  f"(see the server's log)")
+        print(f"warning: {server.kind.name} {change} of {scenario.name}", file=sys.stderr)
     requests = result.requests
     rss = worker_kib(server.pid, rss_kib)
     pss = worker_kib(server.pid, pss_kib)
@@ -144,7 +149,7 @@ def measure(server: RunningServer, scenario: Scenario, connections: int, duratio
         probes_answered=probes.answered,
         probe_slowest_us=probes.slowest_us,
     )
-    return sample, result.errors
+    return sample, result.errors, change
 
 
 def by_app(scenarios: list[Scenario]) -> list[Scenario]:
@@ -162,8 +167,10 @@ def entrants(scenario: Scenario, comparators: Iterable[ServerKind]) -> tuple[Ser
 
 
 def describe_launch(launch: Launch) -> str:
-    """'forkserve --threads 8 (2 workers)': what a progress line says was started."""
-    return " ".join([launch.kind.name, *launch.args, f"({launch.workers} workers)"])
+    """'forkserve --threads 8 (2 workers)': what a progress line, or the report's list of
+    scenarios, says a server runs with (the address, filled in at launch, as HOST:PORT)."""
+    arguments = shlex.join(arg.replace(BIND, "HOST:PORT") for arg in launch.args)
+    return " ".join(filter(None, [launch.kind.name, arguments, f"({launch.workers} workers)"]))
 
 
 Result = ScenarioResult | DisturbedResult | MemoryResult
@@ -227,15 +234,16 @@ def _run_scenario(scenario: Scenario, servers: dict[str, RunningServer], setting
     connections = scenario.connections(settings.connections, settings.workers)
     result = ScenarioResult(scenario, connections)
     for label, server in servers.items():
-        arguments = shlex.join(arg.replace(BIND, "HOST:PORT") for arg in server.launch.args)
-        result.commands[label] = f"{arguments} ({server.workers} workers)".lstrip()
+        result.commands[label] = describe_launch(server.launch)
     labels = list(servers)
     for round_number in range(1, settings.rounds + 1):
         measured = each(lambda label: measure(servers[label], scenario, connections, settings.duration_s, wrk),
                         labels, settings.parallel)
-        for label, (sample, errors) in zip(labels, measured, strict=True):
+        for label, (sample, errors, change) in zip(labels, measured, strict=True):
             result.samples.setdefault(label, []).append(sample)
             result.error_kinds.setdefault(label, Counter()).update(errors)
+            if change:
+                result.notes.append(f"{scenario.name} / {label}, round {round_number}: {change}")
             progress(
                 f"  {scenario.name} round {round_number}/{settings.rounds} {label}: "
                 f"{sample.requests_per_second:.0f} req/s, p99 {sample.p99_us:.0f} µs, "

@@ -373,3 +373,12 @@ def test_the_issue_tables_mark_each_goal_from_the_figures():
         "0.86× (8,600 vs 10,000)", "yes")
     saved = "(reading aid) memory saved: all workers' PSS, forkserve 2×8 threads vs forkserve 16 sync workers"
     assert threads[saved] == ("10.0 MiB vs 80.0 MiB: 70.0 MiB saved (88 %)", "—")
+
+
+def test_a_worker_replaced_during_a_run_is_listed_under_the_table():
+    from benchmarks.report import _errors_notes
+
+    result = _result("hello-close", 8, {"forkserve": _sample(5_000), "gunicorn": _sample(3_000)})
+    result.notes.append("hello-close / forkserve, round 1: workers changed during the run: [1, 2] -> [1, 3]")
+    assert _errors_notes([result]) == [
+        "- hello-close / forkserve, round 1: workers changed during the run: [1, 2] -> [1, 3]"]
