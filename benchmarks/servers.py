@@ -65,8 +65,9 @@ class ServerKind:
         return self.launcher(app, port, workers, args)
 
 
-def _python_module(module: str, fixed: tuple[str, ...]) -> Launcher:
-    """forkserve's and gunicorn's command line (they share gunicorn's option names)."""
+def module_launcher(module: str, fixed: tuple[str, ...]) -> Launcher:
+    """forkserve's and gunicorn's command line (they share gunicorn's option names), with
+    ``fixed`` arguments before each spec's own."""
 
     def launch(app: str, port: int, workers: int, args: tuple[str, ...]) -> list[str]:
         return [
@@ -132,12 +133,12 @@ def _granian_missing() -> str | None:
 # held for 75 s (nginx's keepalive_timeout), not the 2 s default, so that the idle-keepalive
 # scenario's connections stay open for the whole run (gunicorn's sync worker closes every
 # connection after its response whatever --keep-alive says, so both get the same flag).
-FORKSERVE = ServerKind("forkserve", _python_module("forkserve", ("--keep-alive", "75")))
+FORKSERVE = ServerKind("forkserve", module_launcher("forkserve", ("--keep-alive", "75")))
 # gunicorn's access log is off unless --access-logfile is given too. Its control socket (a
 # thread in the master, at a fixed path under ~/.gunicorn) is turned off so concurrent
 # benchmark runs cannot collide on it; it plays no part in serving requests. The worker class
 # is the spec's (sync unless a scenario says otherwise).
-GUNICORN = ServerKind("gunicorn", _python_module("gunicorn", ("--no-control-socket", "--keep-alive", "75")))
+GUNICORN = ServerKind("gunicorn", module_launcher("gunicorn", ("--no-control-socket", "--keep-alive", "75")))
 UWSGI = ServerKind("uwsgi", _uwsgi, optional=True, missing=_uwsgi_missing)
 GRANIAN = ServerKind("granian", _granian, optional=True, missing=_granian_missing)
 COMPARATORS = (UWSGI, GRANIAN)
