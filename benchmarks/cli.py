@@ -16,11 +16,11 @@ from benchmarks import report, runner
 from benchmarks.apps.bench_apps import ensure_download_file
 from benchmarks.disturbed import RecoveryError
 from benchmarks.scenarios import SCENARIOS, select
-from benchmarks.servers import ServerError
+from benchmarks.servers import COMPARATORS, ServerError, comparators
 from benchmarks.slowclients import raise_fd_limit
 from benchmarks.wrk import WrkError, find_wrk
 
-SMOKE = runner.Settings(workers=2, connections=8, duration_s=1, rounds=1, warmup_s=0)
+SMOKE = runner.Settings(workers=2, connections=8, duration_s=1, rounds=1, warmup_s=0, parallel=True)
 
 
 def _positive(text: str) -> int:
@@ -37,13 +37,18 @@ def _not_negative(text: str) -> int:
     return value
 
 
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def parser() -> argparse.ArgumentParser:
     defaults = runner.Settings()
     names = ", ".join(scenario.name for scenario in SCENARIOS)
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Run forkserve and gunicorn (sync) side by side under wrk and print a Markdown "
-                    "table of req/s, latency, server CPU per request and worker memory.",
+        description="Run forkserve, gunicorn, and uWSGI and granian when installed, side by side under "
+                    "wrk and print a Markdown table of req/s, latency, server CPU per request and worker "
+                    "memory.",
     )
     p.add_argument("--workers", type=_positive, default=defaults.workers,
                    help=f"worker processes for each server (default {defaults.workers})")
@@ -57,9 +62,16 @@ def parser() -> argparse.ArgumentParser:
                    help=f"seconds of unmeasured load per server and app first (default {defaults.warmup_s})")
     p.add_argument("--scenario", action="append", metavar="NAME",
                    help=f"run only this scenario (repeatable); one of: {names}")
+    optional = ",".join(kind.name for kind in COMPARATORS)
+    p.add_argument("--with", dest="with_", type=_names, action="extend", metavar="NAMES", default=[],
+                   help=f"comma-separated optional comparators that must run ({optional}): an error if "
+                        "one is not installed (by default each runs when installed)")
+    p.add_argument("--without", type=_names, action="extend", metavar="NAMES", default=[],
+                   help="comma-separated optional comparators to leave out even when installed")
     p.add_argument("--smoke", action="store_true",
-                   help="every scenario once for 1 s with no warm-up (overrides --duration, --rounds and "
-                        "--warmup): proves the runner works, measures nothing")
+                   help="every scenario once for 1 s with no warm-up, the servers of a scenario driven "
+                        "at the same time (overrides --duration, --rounds and --warmup): proves the "
+                        "runner works, measures nothing")
     p.add_argument("--output", type=Path, metavar="FILE", help="also write the Markdown report here")
     return p
 
@@ -82,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         scenarios = select(options.scenario)
         wrk = find_wrk()
-    except (ValueError, WrkError) as error:
+        kinds, left_out = comparators(options.with_, options.without)
+    except (ValueError, WrkError, ServerError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _on_term)
@@ -95,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
+    for note in left_out:
+        progress(f"note: {note}")
     try:
-        results = runner.run(scenarios, settings, progress=progress)
+        results = runner.run(scenarios, settings, kinds, progress=progress)
     except (ServerError, WrkError, RecoveryError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -105,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     command = shlex.join(["python", "-m", "benchmarks", *arguments])
     document = report.render(results, settings, environment, command, options.smoke,
-                             time.monotonic() - started)
+                             time.monotonic() - started, left_out)
     sys.stdout.write(document)
     if options.output:
         try:

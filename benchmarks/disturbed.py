@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from benchmarks.apps.bench_apps import DOWNLOAD_SIZE
+from benchmarks.fanout import each
 from benchmarks.procstat import rss_kib
 from benchmarks.scenarios import IDLE, SLOW_READERS, STALLED, Scenario
-from benchmarks.servers import KINDS, RunningServer, ServerKind, ServerSet, answers, poll_until
+from benchmarks.servers import RunningServer, ServerSet, ServerSpec, answers, poll_until
 from benchmarks.slowclients import IdleKeepAliveClients, SlowReaders, StalledClients
 from benchmarks.wrk import COUNTED_SCRIPT, WrkResult, run_wrk
 
@@ -132,24 +133,35 @@ def _describe(sample: LoadSample) -> str:
             f"{sample.sent:.0f} requests unanswered, {sample.errors:.0f} errors")
 
 
-def run_disturbed(scenario: Scenario, servers: list[RunningServer], connections: int, duration_s: int,
-                  rounds: int, wrk: str, progress: Callable[[str], None]) -> DisturbedResult:
-    """Baseline and disturbed runs of the hello load on every server, ``rounds`` times."""
+def run_disturbed(scenario: Scenario, servers: dict[str, RunningServer], connections: int, duration_s: int,
+                  rounds: int, wrk: str, progress: Callable[[str], None], parallel: bool = False
+                  ) -> DisturbedResult:
+    """Baseline and disturbed runs of the hello load on every server (by label), ``rounds`` times.
+
+    ``parallel`` (smoke runs) drives the servers at the same time, each beside its own clients.
+    """
     result = DisturbedResult(scenario, connections)
+    names = list(servers)
     for round_number in range(1, rounds + 1):
         label = f"  {scenario.name} round {round_number}/{rounds}"
-        for server in servers:
-            sample = _hello_load(server, scenario, connections, duration_s, wrk)
-            result.baseline.setdefault(server.kind.name, []).append(sample)
-            progress(f"{label} {server.kind.name} alone: {_describe(sample)}")
-        for server in servers:
+        alone = each(lambda name: _hello_load(servers[name], scenario, connections, duration_s, wrk),
+                     names, parallel)
+        for name, sample in zip(names, alone, strict=True):
+            result.baseline.setdefault(name, []).append(sample)
+            progress(f"{label} {name} alone: {_describe(sample)}")
+
+        def disturbed(name: str) -> tuple[LoadSample, Any]:
+            server = servers[name]
             clients = start_disturbance(scenario, server.port)
             try:
                 time.sleep(SETTLE_S)
                 sample = _hello_load(server, scenario, connections, duration_s, wrk)
             finally:
                 stats = clients.stop()
-            name = server.kind.name
+            return sample, stats
+
+        for name, (sample, stats) in zip(names, each(disturbed, names, parallel), strict=True):
+            server = servers[name]
             result.disturbed.setdefault(name, []).append(sample)
             result.clients.setdefault(name, []).append(stats.summary())
             if scenario.disturbance == IDLE:
@@ -201,12 +213,12 @@ def _warm(server: RunningServer) -> None:
 
 
 def run_memory(scenario: Scenario, rounds: int, workdir: Path, progress: Callable[[str], None],
-               kinds: tuple[ServerKind, ...] = KINDS) -> MemoryResult:
+               specs: tuple[ServerSpec, ...] | None = None) -> MemoryResult:
     """Each round starts every server afresh with one worker (a worker's RSS never shrinks back,
     so a second measurement on the same worker would see the first one's memory as free)."""
     result = MemoryResult(scenario)
     for round_number in range(1, rounds + 1):
-        with ServerSet(scenario.app, 1, workdir, kinds) as servers:
+        with ServerSet(scenario.app, 1, workdir, specs or scenario.servers) as servers:
             for server in servers:
                 progress(server.describe())
             for server in servers:

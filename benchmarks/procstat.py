@@ -85,8 +85,13 @@ def pss_kib(pid: int) -> int:
     return _kib_field(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
+def worker_kib(master: int, measure: Callable[[int], int]) -> list[int]:
+    """``measure`` (rss_kib or pss_kib) of each of a master's live children (its workers), in KiB."""
+    return [size for size in map(measure, children(master)) if size]
+
+
 def median_worker_kib(master: int, measure: Callable[[int], int]) -> int:
     """The median of ``measure`` (rss_kib or pss_kib) over a master's live children (its
     workers), in KiB."""
-    sizes = [size for size in map(measure, children(master)) if size]
+    sizes = worker_kib(master, measure)
     return int(statistics.median(sizes)) if sizes else 0

@@ -21,11 +21,11 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.scenarios import HELLO_APP
-from benchmarks.servers import ServerError, ServerKind, ServerSet
+from benchmarks.servers import FORKSERVE, ServerError, ServerSet, ServerSpec
 from benchmarks.wrk import WrkError, find_wrk, run_wrk
 
 HOOKS = Path(__file__).resolve().parent / "profile_hooks.py"
-PROFILED_FORKSERVE = ServerKind("forkserve", "forkserve", ("--config", str(HOOKS)))
+PROFILED_FORKSERVE = ServerSpec(FORKSERVE, ("--config", str(HOOKS)))
 
 FunctionKey = tuple[str, int, str]
 

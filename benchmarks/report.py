@@ -1,9 +1,10 @@
-"""The Markdown report: where it ran, what ran, the table, and how it compares to the targets.
+"""The Markdown report: where it ran, what ran, the tables, and how they compare to the targets.
 
 A benchmark figure means little without the machine, the versions and the exact command beside
-it, so the report always carries them. The targets section restates issue 3's goals against the
-measured ratios; it judges nothing in tests (speed is never asserted), it only reads the table
-for the reader.
+it, so the report always carries them. The target sections restate the project's goals (issue 3:
+against gunicorn; issue 17: against uWSGI and granian; issue 13: app threads) against the
+measured figures; they judge nothing in tests (speed is never asserted), they only read the
+tables for the reader.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from benchmarks.disturbed import (
     MemoryResult,
     MemorySample,
 )
+from benchmarks.probe import PATIENCE_S
 from benchmarks.runner import Result, Sample, ScenarioResult, Settings
-from benchmarks.servers import ROOT
+from benchmarks.scenarios import HELLO_THREADS, MAIN, THREADS
+from benchmarks.servers import COMPARATORS, ROOT, uwsgi_executable
 from forkserve.settings.registry import SETTINGS
 
 # forkserve runs with its default keep-alive idle timeout (servers.py passes no --keep-alive).
@@ -46,6 +49,16 @@ FIGURES_NOTE = (
 )
 BASELINE = "gunicorn"
 CANDIDATE = "forkserve"
+# Issue 17: forkserve's req/s at least each comparator's on these workloads (scenario, clients,
+# what the issue calls it), and its CPU per keep-alive request at most this.
+VERSUS = (
+    ("hello-keepalive-1perworker", 2, "keep-alive, 2 clients"),
+    ("hello-c64", 64, "keep-alive, 64 clients"),
+    ("hello-close", 8, "Connection: close, 8 clients"),
+)
+GOAL_KEEPALIVE_CPU_US = 40.0
+# Issue 13: hello world with --threads 4 within this share of --threads 1's req/s.
+GOAL_THREADS_SHARE = 0.85
 
 def _latency(us: float) -> str:
     if math.isnan(us):
@@ -69,7 +82,32 @@ COLUMNS: tuple[tuple[str, str, Callable[[float], str]], ...] = (
     ("worker RSS MiB", "worker_rss_kib", lambda kib: _number(kib / 1024, 1)),
     ("worker PSS MiB", "worker_pss_kib", lambda kib: _number(kib / 1024, 1)),
     ("errors", "errors", _number),
+    (f"new clients answered within {PATIENCE_S:g} s", "probes", _number),  # the whole sample: _cell
 )
+# Cells of columns that have no ratio.
+NO_RATIO = ("errors", "workers", "probes")
+
+
+def _probes(sample: Sample) -> str:
+    """'12/12, ≤ 3.20 ms': newcomers answered of those sent, and the slowest answer."""
+    text = f"{sample.probes_answered:.0f}/{sample.probes_sent:.0f}"
+    if sample.probes_answered:
+        text += f", ≤ {_latency(sample.probe_slowest_us)}"
+    return text
+
+
+def _cell(sample: Sample, attr: str, formatter: Callable[[float], str]) -> str:
+    return _probes(sample) if attr == "probes" else formatter(getattr(sample, attr))
+
+
+def _mib_cell(kib: float) -> str:
+    return _number(kib / 1024, 1)
+
+
+# The app-thread tables also show every worker's memory summed: what the threads save.
+THREAD_COLUMNS = (*COLUMNS[:-2], ("workers", "workers", _number),
+                  ("all workers RSS MiB", "total_rss_kib", _mib_cell),
+                  ("all workers PSS MiB", "total_pss_kib", _mib_cell), *COLUMNS[-2:])
 
 
 def ratio(candidate: float, baseline: float) -> float:
@@ -130,6 +168,19 @@ def _wrk_version(wrk: str) -> str:
     return first[0].split(" Copyright")[0] if first else "unknown"
 
 
+def _uwsgi_version() -> str:
+    """pip's uWSGI has metadata; a distribution's only answers ``uwsgi --version``."""
+    version = _version("uWSGI")
+    program = uwsgi_executable()
+    if version != "not installed" or program is None:
+        return version
+    try:
+        return subprocess.run([program, "--version"], capture_output=True, text=True, timeout=10,
+                              check=False).stdout.strip() or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
 @dataclass(frozen=True)
 class Environment:
     """Where and with what the benchmark ran."""
@@ -141,6 +192,8 @@ class Environment:
     python: str
     h11: str
     gunicorn: str
+    uwsgi: str
+    granian: str
     forkserve: str
     wrk: str
     load_before: tuple[float, float, float]
@@ -156,6 +209,8 @@ class Environment:
             python=platform.python_version(),
             h11=_version("h11"),
             gunicorn=_version("gunicorn"),
+            uwsgi=_uwsgi_version(),
+            granian=_version("granian"),
             forkserve=_forkserve_version(),
             wrk=_wrk_version(wrk),
             load_before=os.getloadavg(),
@@ -166,24 +221,31 @@ class Environment:
 # -- the document ---------------------------------------------------------------------------
 
 
-def results_table(results: list[ScenarioResult], servers: list[str]) -> list[str]:
-    """Rows per scenario: each server's medians, then the ratio forkserve/gunicorn per metric."""
-    header = ["scenario", "clients", "server", *(title for title, _, _ in COLUMNS)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def results_table(results: list[ScenarioResult],
+                  columns: tuple[tuple[str, str, Callable[[float], str]], ...] = COLUMNS) -> list[str]:
+    """Rows per scenario: each server's medians, then the ratio of the candidate (the first
+    server) to each other server, per metric."""
+    header = ["scenario", "clients", "server", *(title for title, _, _ in columns)]
+    lines = [_row(header), "|" + "---|" * len(header)]
     for result in results:
+        servers = result.servers
         medians = {name: result.median(name) for name in servers}
         for index, name in enumerate(servers):
             lead = [result.scenario.name, str(result.connections)] if index == 0 else ["", ""]
-            cells = [formatter(getattr(medians[name], attr)) for _, attr, formatter in COLUMNS]
-            lines.append("| " + " | ".join([*lead, name, *cells]) + " |")
-        if CANDIDATE in medians and BASELINE in medians:
+            cells = [_cell(medians[name], attr, formatter) for _, attr, formatter in columns]
+            lines.append(_row([*lead, name, *cells]))
+        for other in servers[1:]:
             cells = [
-                "" if attr == "errors" else _ratio_text(
-                    ratio(getattr(medians[CANDIDATE], attr), getattr(medians[BASELINE], attr))
+                "" if attr in NO_RATIO else _ratio_text(
+                    ratio(getattr(medians[servers[0]], attr), getattr(medians[other], attr))
                 )
-                for _, attr, _ in COLUMNS
+                for _, attr, _ in columns
             ]
-            lines.append("| " + " | ".join(["", "", f"**{CANDIDATE}/{BASELINE}**", *cells]) + " |")
+            lines.append(_row(["", "", f"**{servers[0]}/{other}**", *cells]))
     return lines
 
 
@@ -262,10 +324,11 @@ def _verdict(met: bool) -> str:
     return "yes" if met else "**no**"
 
 
-def _errors_notes(results: list[ScenarioResult], servers: list[str]) -> list[str]:
-    notes = []
+def _errors_notes(results: list[ScenarioResult]) -> list[str]:
+    """wrk's errors by kind per server, and the workers replaced during a run."""
+    notes = [f"- {note}" for result in results for note in result.notes]
     for result in results:
-        for name in servers:
+        for name in result.servers:
             kinds = result.error_kinds.get(name, {})
             total = sum(kinds.values())
             if total:
@@ -275,17 +338,147 @@ def _errors_notes(results: list[ScenarioResult], servers: list[str]) -> list[str
     return notes
 
 
+def _target_lines(rows: list[tuple[str, str, str]]) -> list[str]:
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    return lines + [f"| {label} | {measured} | {met} |" for label, measured, met in rows]
+
+
+def _versus(ours: Sample, theirs: Sample) -> tuple[float, str]:
+    """forkserve's req/s over another server's, and the text '1.20× (24,000 vs 20,000)'."""
+    value = ratio(ours.requests_per_second, theirs.requests_per_second)
+    return value, (f"{_ratio_text(value)} ({_number(ours.requests_per_second)} vs "
+                   f"{_number(theirs.requests_per_second)})")
+
+
+# -- issue 17: uWSGI and granian ------------------------------------------------------------
+
+
+def versus_table(results: list[ScenarioResult], left_out: list[str]) -> list[str]:
+    """Issue 17's goals: forkserve's req/s at least uWSGI's and granian's on three workloads,
+    and its CPU per keep-alive request at most 40 µs (a reading aid, not a test)."""
+    skipped = dict(note.split(": ", 1) for note in left_out if ": " in note)
+    rows: list[tuple[str, str, str]] = []
+    for name, clients, what in VERSUS:
+        result = _find(results, name)
+        for kind in COMPARATORS:
+            label = f"req/s ≥ {kind.name}'s, hello, {what} ({name})"
+            if result is None or CANDIDATE not in result.samples:
+                rows.append((label, "not run", "—"))
+            elif kind.name not in result.samples:
+                rows.append((label, f"not run ({skipped.get(kind.name, 'not in this run')})", "—"))
+            else:
+                theirs = result.median(kind.name)
+                value, measured = _versus(result.median(CANDIDATE), theirs)
+                if theirs.probes_answered < theirs.probes_sent:
+                    measured += (f"; {kind.name} answered {_probes(theirs)} new clients within "
+                                 f"{PATIENCE_S:g} s (its figures are those of the clients it served)")
+                if result.connections == clients:
+                    rows.append((label, measured, _verdict(value >= 1.0)))
+                else:
+                    rows.append((label, f"{measured}, but at {result.connections} clients", "—"))
+    for name, _, _ in VERSUS[:2]:
+        result = _find(results, name)
+        if result is None or CANDIDATE not in result.samples:
+            continue
+        cpu = result.median(CANDIDATE).cpu_us_per_request
+        rows.append(((f"forkserve CPU ≤ {GOAL_KEEPALIVE_CPU_US:g} µs per keep-alive request ({name}, "
+                     f"{result.connections} clients)"), f"{_number(cpu)} µs",
+                     _verdict(cpu <= GOAL_KEEPALIVE_CPU_US)))
+    for name, _, what in VERSUS:
+        result = _find(results, name)
+        if result is not None:
+            figures = ", ".join(f"{server} {_number(result.median(server).cpu_us_per_request)}"
+                                for server in result.servers)
+            rows.append((f"(reading aid) CPU µs per request, {what} ({name})", figures, "—"))
+            newcomers = ", ".join(f"{server} {_probes(result.median(server))}" for server in result.servers)
+            rows.append((f"(reading aid) new clients answered within {PATIENCE_S:g} s, {what} ({name})",
+                         newcomers, "—"))
+    return _target_lines(rows)
+
+
+# -- issue 13: app threads ------------------------------------------------------------------
+
+
+def _mib(kib: float) -> str:
+    return f"{kib / 1024:,.1f} MiB"
+
+
+def _pair_of(results: list[ScenarioResult], name: str) -> tuple[str, Sample, str, Sample] | None:
+    """(candidate label, its medians, other label, its medians) of a two-server scenario."""
+    result = _find(results, name)
+    if result is None or len(result.servers) != 2:
+        return None
+    first, second = result.servers
+    return first, result.median(first), second, result.median(second)
+
+
+def threads_targets(results: list[ScenarioResult]) -> list[str]:
+    """Issue 13's goals for app threads, and what 8 threads save against 8 times the workers."""
+    rows: list[tuple[str, str, str]] = []
+    pair = _pair_of(results, "io-bound")
+    if pair:
+        _, ours, other, theirs = pair
+        value, measured = _versus(ours, theirs)
+        rows += [
+            (f"io-bound: req/s ≥ {other}'s", measured, _verdict(value >= 1.0)),
+            (f"io-bound: p99 ≤ {other}'s", f"{_latency(ours.p99_us)} vs {_latency(theirs.p99_us)}",
+             _verdict(ours.p99_us <= theirs.p99_us)),
+            (f"io-bound: worker RSS ≤ {other}'s (median worker)",
+             f"{_mib(ours.worker_rss_kib)} vs {_mib(theirs.worker_rss_kib)}",
+             _verdict(ours.worker_rss_kib <= theirs.worker_rss_kib)),
+            (f"(reading aid) io-bound: worker PSS vs {other}'s (median worker)",
+             f"{_mib(ours.worker_pss_kib)} vs {_mib(theirs.worker_pss_kib)}", "—"),
+        ]
+    for name in ("hello-threads4-keepalive", "hello-threads4-close"):
+        pair = _pair_of(results, name)
+        result = _find(results, name)
+        if pair is None or result is None:
+            continue
+        _, four, _, one = pair
+        value, measured = _versus(four, one)
+        clients = result.connections
+        rows += [
+            ((f"{name}: req/s with --threads {HELLO_THREADS} within {1 - GOAL_THREADS_SHARE:.0%} of "
+             f"--threads 1 ({clients} clients)"), measured, _verdict(value >= GOAL_THREADS_SHARE)),
+            (f"(reading aid) {name}: CPU µs per request, --threads {HELLO_THREADS} vs 1",
+             (f"{_number(four.cpu_us_per_request)} vs {_number(one.cpu_us_per_request)} "
+             f"({_ratio_text(ratio(four.cpu_us_per_request, one.cpu_us_per_request))})"), "—"),
+        ]
+    pair = _pair_of(results, "io-bound-16sync")
+    if pair:
+        threaded, ours, many, theirs = pair
+        for title, attr in (("RSS", "total_rss_kib"), ("PSS", "total_pss_kib")):
+            mine, others = getattr(ours, attr), getattr(theirs, attr)
+            rows.append((f"(reading aid) memory saved: all workers' {title}, {threaded} vs {many}",
+                         (f"{_mib(mine)} vs {_mib(others)}: {_mib(others - mine)} saved "
+                         f"({_number(ratio(others - mine, others) * 100)} %)"), "—"))
+        rows.append((f"(reading aid) io-bound req/s, {threaded} vs {many}", _versus(ours, theirs)[1], "—"))
+    return _target_lines(rows)
+
+
+THREADS_NOTE = (
+    "Each scenario carries its own servers (the candidate first; ratios are it over the other). "
+    "\"all workers\" sums every live worker's RSS or PSS after the run: what the machine pays for "
+    "that many workers. The PSS sum is the one to read: RSS counts in every worker the pages it "
+    "shares with its master."
+)
+
+
 def render(results: list[Result], settings: Settings, environment: Environment,
-           command: str, smoke: bool, elapsed_s: float) -> str:
-    """The whole Markdown document."""
+           command: str, smoke: bool, elapsed_s: float, left_out: list[str] | None = None) -> str:
+    """The whole Markdown document. ``left_out`` says which optional comparators did not run
+    and why ("uwsgi: skipped, ...")."""
+    left_out = left_out or []
     plain = [result for result in results if isinstance(result, ScenarioResult)]
+    main = [result for result in plain if result.scenario.section == MAIN]
+    threads = [result for result in plain if result.scenario.section == THREADS]
     disturbed = [result for result in results if isinstance(result, DisturbedResult)]
     memory = [result for result in results if isinstance(result, MemoryResult)]
-    servers = list(plain[0].samples) if plain else []
+    ran = sorted({name for result in main for name in result.servers} - {CANDIDATE, BASELINE})
     load_after = os.getloadavg()
     env = environment
     lines = [
-        "# forkserve vs gunicorn (sync) — side-by-side benchmark",
+        "# forkserve side by side — gunicorn, uWSGI, granian",
         "",
     ]
     if smoke:
@@ -297,29 +490,50 @@ def render(results: list[Result], settings: Settings, environment: Environment,
         "- load average (1/5/15 min) before: "
         + "/".join(f"{x:.2f}" for x in env.load_before)
         + ", after: " + "/".join(f"{x:.2f}" for x in load_after),
-        (f"- versions: Python {env.python}, h11 {env.h11}, gunicorn {env.gunicorn}, "
-         f"forkserve {env.forkserve}, {env.wrk}"),
-        (f"- settings: {settings.workers} workers each (gunicorn: sync worker), wrk 1 thread, "
+        (f"- versions: Python {env.python}, h11 {env.h11}, gunicorn {env.gunicorn}, uWSGI {env.uwsgi}, "
+         f"granian {env.granian}, forkserve {env.forkserve}, {env.wrk}"),
+        (f"- settings: {settings.workers} workers each (gunicorn: sync worker; uWSGI: --http11-socket "
+         f"--master; granian: --interface wsgi) unless a scenario says otherwise; wrk 1 thread, "
          f"--connections {settings.connections}, {settings.duration_s} s per run, {settings.rounds} "
-         f"round(s) alternating servers, {settings.warmup_s} s warm-up per server and app"),
+         f"round(s) alternating servers, {settings.warmup_s} s warm-up per server started"),
+        f"- optional comparators run: {', '.join(ran) or 'none'}" + "".join(f"; {note}" for note in left_out),
         FIGURES_NOTE,
         "",
     ]
-    if plain:
-        lines += ["## Results", "", *results_table(plain, servers), ""]
-        notes = _errors_notes(plain, servers)
+    if main:
+        lines += ["## Results", "", *results_table(main), ""]
+        notes = _errors_notes(main)
         if notes:
-            lines += ["Errors seen:", "", *notes, ""]
-        lines += ["## Targets (issue 3)", "", *targets_table(plain), ""]
+            lines += ["Errors and replaced workers seen:", "", *notes, ""]
+        lines += ["## Targets (issue 3)", "", *targets_table(main), ""]
+        lines += ["## vs uWSGI and granian (issue 17)", "", *versus_table(main, left_out), ""]
+    if threads:
+        lines += ["## App threads (issue 13)", "", THREADS_NOTE, "", *results_table(threads, THREAD_COLUMNS),
+                  ""]
+        notes = _errors_notes(threads)
+        if notes:
+            lines += ["Errors and replaced workers seen:", "", *notes, ""]
+        lines += ["### Targets (issue 13)", "", *threads_targets(threads), ""]
     if disturbed:
         lines += [f"## Misbehaving clients (each server against its own baseline, {CANDIDATE}'s goals)",
                   "", *disturbed_section(disturbed), ""]
     if memory:
         lines += ["## Memory per idle keep-alive connection", "", *memory_section(memory), ""]
-    lines += ["## Scenarios", ""]
-    lines += [f"- **{r.scenario.name}**: {r.scenario.about} (`{r.scenario.app}` `{r.scenario.path}`)"
-              for r in results]
+    lines += ["## Scenarios", "", *map(_scenario_line, results)]
     return "\n".join(lines) + "\n"
+
+
+def _scenario_line(result: Result) -> str:
+    """What the scenario is, the other names it answers to, and each server's arguments."""
+    scenario = result.scenario
+    line = f"- **{scenario.name}**: {scenario.about} (`{scenario.app}` `{scenario.path}`)"
+    if scenario.aliases:
+        line += f"; also selected as {', '.join(f'`{alias}`' for alias in scenario.aliases)}"
+    if isinstance(result, ScenarioResult) and result.commands:
+        line += "; servers: " + ", ".join(
+            f"`{command}`" if command.startswith(f"{label} ") else f"{label} = `{command}`"
+            for label, command in result.commands.items())
+    return line
 
 
 DISTURBED_NOTE = (

@@ -1,6 +1,10 @@
-"""What the benchmark measures: one entry per workload, the same for every server compared.
+"""What the benchmark measures: one entry per workload, and the servers compared on it.
 
-The list follows issue 3's targets. Hello-world is measured four ways because each says
+The main list follows issue 3's targets and runs every server kind with the same arguments:
+forkserve, gunicorn's sync worker, and uWSGI and granian when installed (issue 17 compares
+forkserve with them on three of these: keep-alive with 2 and with 64 clients, and
+``Connection: close`` with 8; the names ``hello-keepalive-c2``, ``hello-keepalive-c64`` and
+``hello-close-c8`` select exactly those). The list follows issue 3's targets. Hello-world is measured four ways because each says
 something different: with ``Connection: close`` (every request pays for a new connection — the
 only mode gunicorn's sync worker has), keep-alive at ``--connections`` clients (more clients than
 workers, so forkserve keeps a connection open only while nobody else waits), keep-alive with one
@@ -11,18 +15,36 @@ The scenarios with misbehaving clients (stalled half-heads, slow readers, idle k
 connections) run the hello keep-alive load with and without those clients beside it, and judge
 each server against its own undisturbed figures: what they measure is how much of a server a few
 bad clients can take, not how fast it is. ``idle-memory`` measures a worker's memory per idle
-keep-alive connection and runs no wrk at all.
+keep-alive connection and runs no wrk at all. Those two kinds compare forkserve with gunicorn
+only.
+
+The app-thread scenarios (issue 13) carry their own servers: forkserve ``--threads 8`` against
+gunicorn's gthread worker with 8 threads on an app that waits 50 ms per request; the same
+forkserve against 8 times as many sync workers (what the threads save in memory); and forkserve
+``--threads 4`` against ``--threads 1`` on hello world (what handing each request to a thread
+costs under the GIL).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from benchmarks.servers import (
+    FORKSERVE,
+    GRANIAN,
+    GUNICORN,
+    UWSGI,
+    UWSGI_CLOSE,
+    UWSGI_KEEPALIVE,
+    ServerSpec,
+)
+
 HELLO_APP = "benchmarks.apps.bench_apps:hello"
 DOWNLOAD_APP = "benchmarks.apps.bench_apps:download"
 UPLOAD_APP = "benchmarks.apps.bench_apps:upload"
 HELLO_AND_DOWNLOAD_APP = "benchmarks.apps.bench_apps:hello_and_download"
 DEMO_APP = "demo.wsgi:application"
+IO_APP = "benchmarks.apps.bench_apps:io_bound"
 UPLOAD_BYTES = 10 * 1024 * 1024
 
 # What a scenario measures.
@@ -34,6 +56,28 @@ MEMORY = "memory"  # worker memory per idle keep-alive connection (1 worker, no 
 STALLED = "stalled"  # send half a request head, then nothing
 SLOW_READERS = "slow-readers"  # download 1 MiB at 100 KB/s
 IDLE = "idle"  # one request answered, then idle on the keep-alive connection
+
+# Where a scenario's figures go in the report.
+MAIN = "main"  # the Results table, issue 3's and issue 17's targets
+THREADS = "threads"  # the app-thread comparisons (issue 13)
+
+# The servers compared. The candidate (forkserve) comes first: ratios are it over each other.
+SYNC = ServerSpec(GUNICORN, ("--worker-class", "sync"))
+EVERY_KIND = (ServerSpec(FORKSERVE), SYNC, ServerSpec(UWSGI, UWSGI_KEEPALIVE), ServerSpec(GRANIAN))
+# uWSGI's --http11-socket ignores a client's "Connection: close": Connection: close scenarios
+# run its --http-socket (servers.py says why).
+EVERY_KIND_CLOSING = (ServerSpec(FORKSERVE), SYNC, ServerSpec(UWSGI, UWSGI_CLOSE), ServerSpec(GRANIAN))
+FORKSERVE_AND_GUNICORN = (ServerSpec(FORKSERVE), SYNC)
+APP_THREADS = 8  # issue 13: 2 workers x 8 threads
+THREADED = ServerSpec(FORKSERVE, ("--threads", str(APP_THREADS)), label=f"forkserve {{workers}}×{APP_THREADS} threads")
+GTHREAD = ServerSpec(GUNICORN, ("--worker-class", "gthread", "--threads", str(APP_THREADS)),
+                     label=f"gunicorn gthread {{workers}}×{APP_THREADS} threads")
+# As many sync workers as the threaded server has app threads in all.
+MANY_SYNC = ServerSpec(FORKSERVE, worker_factor=APP_THREADS, label="forkserve {workers} sync workers")
+HELLO_THREADS = 4
+FOUR_THREADS = ServerSpec(FORKSERVE, ("--threads", str(HELLO_THREADS)), label=f"forkserve {HELLO_THREADS} threads")
+# --threads 1 is the default: no argument, so it is the very server the main hello scenarios use.
+ONE_THREAD = ServerSpec(FORKSERVE, label="forkserve 1 thread")
 
 # How many wrk connections a scenario opens.
 DEFAULT_CLIENTS = "default"  # the runner's --connections (8 by default)
@@ -54,6 +98,9 @@ class Scenario:
     mode: str = PLAIN
     disturbance: str = ""  # STALLED, SLOW_READERS or IDLE (DISTURBED and MEMORY scenarios)
     extra_clients: int = 0  # how many of those
+    servers: tuple[ServerSpec, ...] = EVERY_KIND  # the first is the candidate
+    section: str = MAIN
+    aliases: tuple[str, ...] = ()  # other names --scenario accepts for it
 
     def connections(self, default: int, workers: int) -> int:
         """The wrk ``-c`` value for this scenario under the runner's settings."""
@@ -66,28 +113,40 @@ class Scenario:
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("hello-close", "hello world, Connection: close (a new connection per request)",
-             HELLO_APP, script_args=("close",)),
+             HELLO_APP, script_args=("close",), aliases=("hello-close-c8",), servers=EVERY_KIND_CLOSING),
     Scenario("hello-keepalive", "hello world, keep-alive requested, --connections clients", HELLO_APP),
     Scenario("hello-keepalive-1perworker", "hello world, keep-alive, one client per worker",
-             HELLO_APP, clients=ONE_PER_WORKER),
+             HELLO_APP, clients=ONE_PER_WORKER, aliases=("hello-keepalive-c2",)),
     Scenario("json", "the demo app's JSON view (routing, middleware, json.dumps)", DEMO_APP, "/json"),
     Scenario("download-1mb", "a fixed 1 MiB file through wsgi.file_wrapper", DOWNLOAD_APP),
     Scenario("upload-10mb", "a 10 MiB POST body, read by the app and discarded", UPLOAD_APP,
              script_args=(f"upload={UPLOAD_BYTES}",), timeout="30s"),
     Scenario("hello-c64", "hello world at 64 clients: the latency tail with a queue", HELLO_APP,
-             clients=64),
+             clients=64, aliases=("hello-keepalive-c64",)),
+    Scenario("hello-threads4-keepalive", f"hello world, keep-alive, one client per worker: forkserve "
+             f"--threads {HELLO_THREADS} against --threads 1", HELLO_APP, clients=ONE_PER_WORKER,
+             servers=(FOUR_THREADS, ONE_THREAD), section=THREADS),
+    Scenario("hello-threads4-close", f"hello world, Connection: close: forkserve --threads "
+             f"{HELLO_THREADS} against --threads 1", HELLO_APP, script_args=("close",),
+             servers=(FOUR_THREADS, ONE_THREAD), section=THREADS),
+    Scenario("io-bound", f"an app that waits 50 ms per request, 64 clients: forkserve --threads "
+             f"{APP_THREADS} against gunicorn's gthread worker with {APP_THREADS} threads", IO_APP,
+             clients=64, servers=(THREADED, GTHREAD), section=THREADS),
+    Scenario("io-bound-16sync", f"the io-bound load: forkserve --threads {APP_THREADS} against "
+             f"{APP_THREADS}× as many sync workers (as many as it has app threads)", IO_APP,
+             clients=64, servers=(THREADED, MANY_SYNC), section=THREADS),
     Scenario("slow-clients", "hello keep-alive load beside 200 connections that each sent half a "
              "request head and stall (replaced when the server closes one)", HELLO_AND_DOWNLOAD_APP,
-             mode=DISTURBED, disturbance=STALLED, extra_clients=200),
+             mode=DISTURBED, disturbance=STALLED, extra_clients=200, servers=FORKSERVE_AND_GUNICORN),
     Scenario("slow-readers", "hello keep-alive load beside 20 clients each downloading 1 MiB at "
              "100 KB/s through a 32 KiB receive window, over and over", HELLO_AND_DOWNLOAD_APP,
-             mode=DISTURBED, disturbance=SLOW_READERS, extra_clients=20),
+             mode=DISTURBED, disturbance=SLOW_READERS, extra_clients=20, servers=FORKSERVE_AND_GUNICORN),
     Scenario("idle-keepalive", "hello keep-alive load beside 500 keep-alive connections that each "
              "got one answer and then idle", HELLO_AND_DOWNLOAD_APP, mode=DISTURBED, disturbance=IDLE,
-             extra_clients=500),
+             extra_clients=500, servers=FORKSERVE_AND_GUNICORN),
     Scenario("idle-memory", "worker RSS growth per idle keep-alive connection: 1 worker, 1,000 "
              "connections that each got one answer and then idle", HELLO_APP, mode=MEMORY,
-             disturbance=IDLE, extra_clients=1000),
+             disturbance=IDLE, extra_clients=1000, servers=FORKSERVE_AND_GUNICORN),
 )
 
 
@@ -98,9 +157,9 @@ def select(names: list[str] | None) -> list[Scenario]:
     """
     if not names:
         return list(SCENARIOS)
-    known = {scenario.name for scenario in SCENARIOS}
+    known = {alias: scenario.name for scenario in SCENARIOS for alias in (scenario.name, *scenario.aliases)}
     unknown = [name for name in names if name not in known]
     if unknown:
         raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
-    wanted = set(names)
+    wanted = {known[name] for name in names}
     return [scenario for scenario in SCENARIOS if scenario.name in wanted]

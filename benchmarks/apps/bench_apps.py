@@ -2,7 +2,8 @@
 
 Every server under comparison imports these same callables (``benchmarks.apps.bench_apps:NAME``).
 ``download`` serves a fixed 1 MiB file through ``wsgi.file_wrapper`` so a server that uses
-sendfile gets the credit for it. The file lives at a fixed path in the temp directory and is
+sendfile gets the credit for it. ``io_bound`` waits 50 ms per request, standing in for a
+database or an API: what app threads are for. The file lives at a fixed path in the temp directory and is
 written once (atomically) by whoever imports this module first — the runner, before any server.
 """
 
@@ -10,12 +11,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterable
-from typing import Any
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, BinaryIO
 
 DOWNLOAD_SIZE = 1024 * 1024
 READ_BLOCK = 65536
 HELLO = b"Hello, world!"
+IO_WAIT_S = 0.05
 
 StartResponse = Callable[..., Any]
 
@@ -24,6 +27,13 @@ def hello(environ: dict[str, Any], start_response: StartResponse) -> Iterable[by
     """The smallest useful response: 13 bytes with a Content-Length."""
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
     return [HELLO]
+
+
+def io_bound(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """Hello world after a 50 ms wait that holds no CPU and releases the GIL, as a query to a
+    database does: a worker can only overlap such waits with threads (or more processes)."""
+    time.sleep(IO_WAIT_S)
+    return hello(environ, start_response)
 
 
 def ensure_download_file() -> str:
@@ -44,14 +54,27 @@ def ensure_download_file() -> str:
 _DOWNLOAD = ensure_download_file()
 
 
+def _blocks(file: BinaryIO, size: int) -> Iterator[bytes]:
+    """The file in blocks, closed at the end: what an app does when the server has no
+    ``wsgi.file_wrapper``."""
+    with file:
+        while block := file.read(size):
+            yield block
+
+
 def download(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-    """A fixed file through ``wsgi.file_wrapper``: opened per request, as a static file would be."""
+    """A fixed file through ``wsgi.file_wrapper``: opened per request, as a static file would be.
+
+    The wrapper is optional in PEP 3333 (granian's WSGI has none): without it the file is read
+    in 64 KiB blocks, as the PEP's own fallback does, and that server gets no sendfile credit.
+    """
     file = open(_DOWNLOAD, "rb")  # noqa: SIM115 -- the server closes it through the wrapper
     length = os.fstat(file.fileno()).st_size
     start_response(
         "200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(length))]
     )
-    return environ["wsgi.file_wrapper"](file, READ_BLOCK)
+    wrapper = environ.get("wsgi.file_wrapper")
+    return wrapper(file, READ_BLOCK) if wrapper else _blocks(file, READ_BLOCK)
 
 
 def upload(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:

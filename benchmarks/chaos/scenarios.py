@@ -33,7 +33,15 @@ from pathlib import Path
 from benchmarks.apps.bench_apps import DOWNLOAD_SIZE
 from benchmarks.chaos.load import NOT_SENT, OK, ChaosLoad, Record, Summary, summarize
 from benchmarks.procstat import children
-from benchmarks.servers import READY_TIMEOUT, RunningServer, ServerKind, pid_alive, poll_until
+from benchmarks.servers import (
+    READY_TIMEOUT,
+    Launch,
+    RunningServer,
+    ServerKind,
+    module_launcher,
+    pid_alive,
+    poll_until,
+)
 from benchmarks.slowclients import SlowReaders, StalledClients
 
 APP = "benchmarks.apps.chaos_app:application"
@@ -71,9 +79,10 @@ class ChaosServer(RunningServer):
     def __init__(self, workdir: Path, extra: tuple[str, ...], workers: int = WORKERS,
                  env: dict[str, str] | None = None) -> None:
         self.pidfile = workdir / "forkserve.pid"
-        kind = ServerKind("forkserve", "forkserve", ("--pid", str(self.pidfile), "--log-level", "info", *extra))
+        kind = ServerKind("forkserve", module_launcher("forkserve", ("--pid", str(self.pidfile), "--log-level",
+                                                                  "info", *extra)))
         self.master = 0
-        super().__init__(kind, APP, workers, workdir, env)
+        super().__init__(Launch(kind, APP, workers), workdir, env)
         self.master = self.pid
 
     def worker_pids(self) -> list[int]:

@@ -45,7 +45,7 @@ def overdue(view: SlotView, now: float, timeout: float, stall: float) -> Overdue
         running = now - view.request_start
         if running > timeout:
             return Overdue("busy", running, view.request_line)
-    elif view.state in (State.BOOTING, State.IDLE):
+    elif view.state in (State.BOOTING, State.IDLE) and view.heartbeat > 0:  # (0: a slot mid-reset)
         silent = now - view.heartbeat
         if silent > stall:
             return Overdue("stalled", silent, "")

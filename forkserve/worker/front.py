@@ -8,9 +8,10 @@ whole request and reads its answer at once costs ``epoll_wait``, ``recv`` and ``
 accepted. (The connection states are in :mod:`forkserve.worker.connection`.)
 
 Accepting never hoards: a worker takes new connections only while it holds fewer than
-``worker_connections`` and has no ready request waiting; it stops after a connection that brings
-a whole request, so it serves that before taking more (with ``EPOLLEXCLUSIVE`` the kernel wakes a
-waiting sibling for the rest).
+``worker_connections``; with a ready request waiting it takes one per turn of its loop, and a burst
+stops after a connection that brings a whole request, so it serves that before taking more (with
+``EPOLLEXCLUSIVE`` the kernel wakes a waiting sibling for the rest). One per turn also keeps a
+newcomer from waiting behind kept-alive clients when every worker is busy.
 
 Stopping: every response then says ``Connection: close``; idle connections get a short grace for
 a request already on its way; requests being read are finished. A server shutdown (``drain``)
@@ -143,8 +144,10 @@ class Front(Connections):
                     for conn, outcome in pool.finished():  # type: ignore[union-attr]
                         self._complete(conn, outcome)
                 elif fd in self.listeners:
-                    if not ready:
-                        self._accept(fd)
+                    # With requests waiting, one newcomer per turn: never a burst hoarded from
+                    # idle siblings (the kernel wakes those first), never a newcomer starved behind
+                    # kept-alive clients when every worker is busy.
+                    self._accept(fd, ACCEPT_BURST if not ready else 1)
                 else:
                     wakeup.drain(fd)
             if timers and timers[0][0] <= self.now:
@@ -217,10 +220,10 @@ class Front(Connections):
 
     # -- connection states ---------------------------------------------------------------------
 
-    def _accept(self, listener_fd: int) -> None:
+    def _accept(self, listener_fd: int, burst: int = ACCEPT_BURST) -> None:
         listener = self.listeners[listener_fd]
         limit = self.settings.worker_connections
-        for _ in range(ACCEPT_BURST):
+        for _ in range(burst):
             if len(self.conns) >= limit:
                 return
             try:
