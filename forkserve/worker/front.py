@@ -37,7 +37,7 @@ from forkserve.worker.threads import AppThreads
 error_log = logging.getLogger("forkserve.error")
 
 TICK = 0.5  # seconds between heartbeats (the master replaces a worker whose heartbeat stops)
-ACCEPT_BURST = 64  # connections taken per wake-up at most (none once one brings a whole request)
+ACCEPT_BURST = 4  # connections taken per wake-up at most: siblings share a burst of arrivals
 ACCEPT_BACKOFF = 0.1  # seconds without accepting after running out of file descriptors
 DRAIN_SETTLE = 0.1  # a draining worker closes its listeners once they stayed empty this long
 ORPHAN_DRAIN = 1.0  # a worker whose master died takes queued connections for this long at most
