@@ -29,7 +29,7 @@ from pathlib import Path
 from benchmarks.procstat import tree_cpu_seconds
 from benchmarks.runner import Sample, measure, median_sample
 from benchmarks.scenarios import DEMO_APP, HELLO_APP, Scenario
-from benchmarks.servers import READY_TIMEOUT, RunningServer, ServerError, ServerKind
+from benchmarks.servers import FORKSERVE, READY_TIMEOUT, Launch, RunningServer, ServerError
 from benchmarks.wrk import WrkError, find_wrk, run_wrk
 
 DJANGO_APP = "benchmarks.apps.django_site:application"
@@ -66,8 +66,7 @@ def pin(pids: list[int], cpu: int) -> None:
 def measure_row(workload: Scenario, threads: int, duration: int, rounds: int, warmup: int, wrk: str,
                 workdir: Path) -> Row:
     """Start forkserve (1 worker, ``threads``), pin it, warm it up, measure ``rounds`` runs."""
-    kind = ServerKind("forkserve", "forkserve", ("--keep-alive", "75", "--threads", str(threads)))
-    server = RunningServer(kind, workload.app, 1, workdir)
+    server = RunningServer(Launch(FORKSERVE, workload.app, 1, ("--threads", str(threads))), workdir)
     connections = 2 * threads
     try:
         server.wait_ready(time.monotonic() + READY_TIMEOUT)
@@ -77,7 +76,7 @@ def measure_row(workload: Scenario, threads: int, duration: int, rounds: int, wa
         samples, busy = [], []
         for _ in range(rounds):
             cpu_before, started = tree_cpu_seconds(server.pid), time.monotonic()
-            sample, _ = measure(server, workload, connections, duration, wrk)
+            sample, _, _ = measure(server, workload, connections, duration, wrk)
             busy.append((tree_cpu_seconds(server.pid) - cpu_before) / (time.monotonic() - started))
             samples.append(sample)
     finally:
