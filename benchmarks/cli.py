@@ -18,6 +18,7 @@ from benchmarks.disturbed import RecoveryError
 from benchmarks.scenarios import SCENARIOS, select
 from benchmarks.servers import COMPARATORS, ServerError, comparators
 from benchmarks.slowclients import raise_fd_limit
+from benchmarks.transports import CertificateError
 from benchmarks.wrk import WrkError, find_wrk
 
 SMOKE = runner.Settings(workers=2, connections=8, duration_s=1, rounds=1, warmup_s=0, parallel=True)
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"note: {note}")
     try:
         results = runner.run(scenarios, settings, kinds, progress=progress)
-    except (ServerError, WrkError, RecoveryError) as error:
+    except (ServerError, WrkError, RecoveryError, CertificateError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

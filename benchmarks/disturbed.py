@@ -115,7 +115,7 @@ def start_disturbance(scenario: Scenario, port: int) -> Disturbance:
 def wait_recovered(server: RunningServer, timeout: float = RECOVERY_TIMEOUT) -> float:
     """Until the server answers a request again; the seconds it took (inf past ``timeout``)."""
     started = time.monotonic()
-    if poll_until(lambda: answers(server.port, timeout=2.0), timeout, interval=0.1) is None:
+    if poll_until(lambda: answers(server.port, timeout=2.0, transport=server.client), timeout, interval=0.1) is None:
         return math.inf
     return time.monotonic() - started
 

@@ -13,10 +13,11 @@ merely in flight and is not counted at all.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from dataclasses import dataclass
+
+from benchmarks.transports import PLAIN, ClientTransport
 
 HOST = "127.0.0.1"
 PROBE_INTERVAL_S = 0.25
@@ -36,10 +37,13 @@ class ProbeResult:
 class Prober:
     """Probes ``path`` on ``port`` from ``start()`` until ``stop()``, one connection at a time."""
 
-    def __init__(self, port: int, path: str = "/") -> None:
+    def __init__(self, port: int, path: str = "/", transport: ClientTransport = PLAIN) -> None:
+        """``transport``: what the newcomers speak (over TLS each pays a full handshake, as a new
+        browser does)."""
         self.port = port
-        self.request = (f"GET {path} HTTP/1.1\r\nHost: probe\r\nUser-Agent: bench-probe\r\n"
-                        "Connection: close\r\n\r\n").encode()
+        self.transport = transport
+        self.request = transport.request("GET", path, close=True, headers=(("User-Agent", "bench-probe"),),
+                                         host_header="probe")
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-probe", daemon=True)
         self._waits: list[float] = []
@@ -73,7 +77,7 @@ class Prober:
         did within PATIENCE_S (or the run ended first)."""
         deadline = time.monotonic() + PATIENCE_S
         try:
-            with socket.create_connection((HOST, self.port), timeout=PATIENCE_S) as sock:
+            with self.transport.connect(self.port, PATIENCE_S, HOST) as sock:
                 sock.sendall(self.request)
                 sock.settimeout(POLL_S)
                 received = b""

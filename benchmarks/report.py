@@ -31,7 +31,7 @@ from benchmarks.disturbed import (
 )
 from benchmarks.probe import PATIENCE_S
 from benchmarks.runner import Result, Sample, ScenarioResult, Settings
-from benchmarks.scenarios import HELLO_THREADS, MAIN, THREADS
+from benchmarks.scenarios import HELLO_THREADS, MAIN, THREADS, TRANSPORT
 from benchmarks.servers import COMPARATORS, ROOT, uwsgi_executable
 from forkserve.settings.registry import SETTINGS
 
@@ -464,6 +464,13 @@ THREADS_NOTE = (
 )
 
 
+TLS_NOTE = (
+    "Both servers terminate TLS themselves with the same certificate (ECDSA P-256, made for the "
+    "run) and Python's ssl module; wrk verifies nothing and negotiates TLS 1.3. Keep-alive measures "
+    "the record layer; Connection: close pays a full handshake per request."
+)
+
+
 def render(results: list[Result], settings: Settings, environment: Environment,
            command: str, smoke: bool, elapsed_s: float, left_out: list[str] | None = None) -> str:
     """The whole Markdown document. ``left_out`` says which optional comparators did not run
@@ -472,6 +479,7 @@ def render(results: list[Result], settings: Settings, environment: Environment,
     plain = [result for result in results if isinstance(result, ScenarioResult)]
     main = [result for result in plain if result.scenario.section == MAIN]
     threads = [result for result in plain if result.scenario.section == THREADS]
+    transport = [result for result in plain if result.scenario.section == TRANSPORT]
     disturbed = [result for result in results if isinstance(result, DisturbedResult)]
     memory = [result for result in results if isinstance(result, MemoryResult)]
     ran = sorted({name for result in main for name in result.servers} - {CANDIDATE, BASELINE})
@@ -514,6 +522,12 @@ def render(results: list[Result], settings: Settings, environment: Environment,
         if notes:
             lines += ["Errors and replaced workers seen:", "", *notes, ""]
         lines += ["### Targets (issue 13)", "", *threads_targets(threads), ""]
+    if transport:
+        lines += ["## TLS in the server (issue 14)", "", TLS_NOTE, "", *results_table(transport, THREAD_COLUMNS),
+                  ""]
+        notes = _errors_notes(transport)
+        if notes:
+            lines += ["Errors and replaced workers seen:", "", *notes, ""]
     if disturbed:
         lines += [f"## Misbehaving clients (each server against its own baseline, {CANDIDATE}'s goals)",
                   "", *disturbed_section(disturbed), ""]

@@ -116,7 +116,7 @@ def measure(server: RunningServer, scenario: Scenario, connections: int, duratio
     """
     before_workers = set(server.worker_pids())
     cpu_before = tree_cpu_seconds(server.pid)
-    prober = Prober(server.port, scenario.path).start()
+    prober = Prober(server.port, scenario.path, server.client).start()
     try:
         result = run_wrk(wrk, server.url + scenario.path, connections, duration_s, scenario.timeout,
                          scenario.script_args)

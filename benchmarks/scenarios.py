@@ -38,6 +38,7 @@ from benchmarks.servers import (
     UWSGI_KEEPALIVE,
     ServerSpec,
 )
+from benchmarks.transports import TLS, TLS_SERVER_ARGS
 
 HELLO_APP = "benchmarks.apps.bench_apps:hello"
 DOWNLOAD_APP = "benchmarks.apps.bench_apps:download"
@@ -60,6 +61,7 @@ IDLE = "idle"  # one request answered, then idle on the keep-alive connection
 # Where a scenario's figures go in the report.
 MAIN = "main"  # the Results table, issue 3's and issue 17's targets
 THREADS = "threads"  # the app-thread comparisons (issue 13)
+TRANSPORT = "transport"  # TLS in the server (issue 14)
 
 # The servers compared. The candidate (forkserve) comes first: ratios are it over each other.
 SYNC = ServerSpec(GUNICORN, ("--worker-class", "sync"))
@@ -78,6 +80,11 @@ HELLO_THREADS = 4
 FOUR_THREADS = ServerSpec(FORKSERVE, ("--threads", str(HELLO_THREADS)), label=f"forkserve {HELLO_THREADS} threads")
 # --threads 1 is the default: no argument, so it is the very server the main hello scenarios use.
 ONE_THREAD = ServerSpec(FORKSERVE, label="forkserve 1 thread")
+
+# TLS terminated by the server itself, with the same certificate (ECDSA P-256, made per run).
+TLS_SERVERS = (ServerSpec(FORKSERVE, TLS_SERVER_ARGS, label="forkserve TLS", transport=TLS),
+               ServerSpec(GUNICORN, ("--worker-class", "sync", *TLS_SERVER_ARGS), label="gunicorn TLS",
+                          transport=TLS))
 
 # How many wrk connections a scenario opens.
 DEFAULT_CLIENTS = "default"  # the runner's --connections (8 by default)
@@ -135,6 +142,11 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("io-bound-16sync", f"the io-bound load: forkserve --threads {APP_THREADS} against "
              f"{APP_THREADS}× as many sync workers (as many as it has app threads)", IO_APP,
              clients=64, servers=(THREADED, MANY_SYNC), section=THREADS),
+    Scenario("tls-keepalive", "hello world over TLS, keep-alive, one client per worker: forkserve "
+             "against gunicorn, both terminating TLS themselves", HELLO_APP, clients=ONE_PER_WORKER,
+             servers=TLS_SERVERS, section=TRANSPORT),
+    Scenario("tls-close", "hello world over TLS, Connection: close: a full handshake per request",
+             HELLO_APP, script_args=("close",), servers=TLS_SERVERS, section=TRANSPORT),
     Scenario("slow-clients", "hello keep-alive load beside 200 connections that each sent half a "
              "request head and stall (replaced when the server closes one)", HELLO_AND_DOWNLOAD_APP,
              mode=DISTURBED, disturbance=STALLED, extra_clients=200, servers=FORKSERVE_AND_GUNICORN),

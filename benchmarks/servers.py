@@ -29,6 +29,15 @@ from pathlib import Path
 from typing import Self, TypeVar
 
 from benchmarks.procstat import children
+from benchmarks.transports import (
+    HTTP,
+    PLAIN,
+    TLS,
+    Certificate,
+    ClientTransport,
+    ensure_certificate,
+    resolve_args,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -156,6 +165,7 @@ class ServerSpec:
     args: tuple[str, ...] = ()
     worker_factor: int = 1
     label: str = ""
+    transport: str = HTTP  # what its clients speak (TLS: its args carry CERTFILE and KEYFILE)
 
     def workers(self, base: int) -> int:
         return base * self.worker_factor
@@ -173,10 +183,11 @@ class Launch:
     app: str
     workers: int
     args: tuple[str, ...] = ()
+    transport: str = HTTP
 
     @classmethod
     def of(cls, spec: ServerSpec, app: str, base_workers: int) -> Launch:
-        return cls(spec.kind, app, spec.workers(base_workers), spec.args)
+        return cls(spec.kind, app, spec.workers(base_workers), spec.args, spec.transport)
 
 
 def comparators(wanted: Iterable[str] = (), unwanted: Iterable[str] = (),
@@ -235,11 +246,12 @@ def poll_until(condition: Callable[[], T], timeout: float, interval: float = 0.0
         time.sleep(interval)
 
 
-def answers(port: int, timeout: float = 2.0) -> bool:
-    """True when something on the port answers an HTTP request with an HTTP status line."""
+def answers(port: int, timeout: float = 2.0, transport: ClientTransport = PLAIN) -> bool:
+    """True when something on the port answers a request, sent over ``transport`` (a TLS
+    handshake first, a PROXY header, a uwsgi packet), with an HTTP status line."""
     try:
-        with socket.create_connection((HOST, port), timeout=timeout) as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        with transport.connect(port, timeout) as sock:
+            sock.sendall(transport.request("GET", "/", close=True))
             return sock.recv(16).startswith(b"HTTP/1.")
     except OSError:
         return False
@@ -257,14 +269,22 @@ def pid_alive(pid: int) -> bool:
 class RunningServer:
     """One server process tree started by us; ``stop`` ends it and everything it forked."""
 
-    def __init__(self, launch: Launch, workdir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, launch: Launch, workdir: Path, env: dict[str, str] | None = None,
+                 certificate: Certificate | None = None) -> None:
+        """Start the server. A TLS launch serves ``certificate``, by default the one made in
+        ``workdir`` (shared by every server started there), and its clients verify against it."""
         self.launch = launch
         self.kind = launch.kind
         self.app = launch.app
         self.workers = launch.workers
         self.port = free_port()
         self.log_path = workdir / f"{self.kind.name}-{self.port}.log"
-        self.command = self.kind.command(self.app, self.port, self.workers, launch.args)
+        if launch.transport == TLS:
+            certificate = certificate or ensure_certificate(workdir)
+        else:
+            certificate = None
+        self.client = ClientTransport(launch.transport, certificate.cert if certificate else None)
+        self.command = self.kind.command(self.app, self.port, self.workers, resolve_args(launch.args, certificate))
         self._seen_workers: set[int] = set()
         self._terminated = False
         with open(self.log_path, "wb") as log:
@@ -276,7 +296,7 @@ class RunningServer:
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{self.client.scheme}://{HOST}:{self.port}"
 
     def worker_pids(self) -> list[int]:
         """Live worker pids right now (and remember them, so ``stop`` can check each is gone)."""
@@ -303,7 +323,7 @@ class RunningServer:
                     f"{self.kind.name} exited with {self.process.returncode} while starting "
                     f"({' '.join(self.command)}):\n{self.log_tail()}"
                 )
-            if len(self.worker_pids()) >= self.workers and answers(self.port):
+            if len(self.worker_pids()) >= self.workers and answers(self.port, transport=self.client):
                 return
             if time.monotonic() > deadline:
                 raise ServerError(
@@ -378,7 +398,7 @@ class ServerSet:
 
     def __init__(self, app: str, workers: int, workdir: Path, specs: Iterable[ServerSpec],
                  env: dict[str, str] | None = None) -> None:
-        self.launches = [Launch(spec.kind, app, spec.workers(workers), spec.args) for spec in specs]
+        self.launches = [Launch.of(spec, app, workers) for spec in specs]
         self.workdir = workdir
         self.env = env
         self.servers: list[RunningServer] = []

@@ -24,15 +24,17 @@ import resource
 import select
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Self
 
+from benchmarks.transports import PLAIN, ClientTransport, HandshakeError, tcp_connect
+
 HOST = "127.0.0.1"
 CONNECT_TIMEOUT = 5.0
-HALF_HEAD = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: stalled-client\r\nAccept: */*\r\n\r\n"[:40]
 READ_CHUNK = 16384
 # A slow reader's link: a small receive window and an Internet-sized segment. Over loopback the
 # kernel otherwise grows the client's window to megabytes and a 1 MiB response is in the client's
@@ -170,6 +172,8 @@ def failure_kind(error: BaseException) -> str:
         return "reset"
     if isinstance(error, ProtocolError):
         return "bad-response"
+    if isinstance(error, HandshakeError):
+        return "handshake"
     if isinstance(error, OSError) and error.errno == errno.ECONNABORTED:
         return "reset"
     return type(error).__name__
@@ -192,22 +196,8 @@ def server_closed(sock: socket.socket) -> bool:
         return True
 
 
-def connect(port: int, timeout: float = CONNECT_TIMEOUT, host: str = HOST,
-            rcvbuf: int = 0, mss: int = 0) -> socket.socket:
-    """A connected TCP socket, with a receive buffer and segment size set before the handshake
-    when given (they only take full effect then)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        if rcvbuf:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        if mss:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
-        sock.settimeout(timeout)
-        sock.connect((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+# A TCP connection with a receive buffer and segment size set before the handshake (transports.py).
+connect = tcp_connect
 
 
 # -- stalled clients ---------------------------------------------------------------------------
@@ -234,12 +224,19 @@ class StalledStats:
 
 class StalledClients:
     """``count`` connections that each send half a request head and stall, for as long as the
-    object lives; one the server closes is replaced at once (a slowloris keeps its count)."""
+    object lives; one the server closes is replaced at once (a slowloris keeps its count).
 
-    def __init__(self, port: int, count: int, host: str = HOST, reconnect: bool = True) -> None:
+    Over another ``transport`` they stall the way it allows (``ClientTransport.open_stalled``):
+    half a TLS ClientHello or half a head inside TLS, half a PROXY header or half a head after a
+    whole one, half a uwsgi packet.
+    """
+
+    def __init__(self, port: int, count: int, host: str = HOST, reconnect: bool = True,
+                 transport: ClientTransport = PLAIN) -> None:
         self.port = port
         self.host = host
         self.reconnect = reconnect
+        self.transport = transport
         self.stats = StalledStats(count)
         self.selector = selectors.DefaultSelector()
         self.stopping = threading.Event()
@@ -263,8 +260,7 @@ class StalledClients:
 
     def _open_one(self) -> bool:
         try:
-            sock = connect(self.port, host=self.host)
-            sock.sendall(HALF_HEAD)
+            sock = self.transport.open_stalled(self.port, self.stats.opened, self.host)
         except OSError as error:
             self.stats.connect_failures[failure_kind(error)] += 1
             return False
@@ -287,7 +283,7 @@ class StalledClients:
         sock: socket.socket = key.fileobj  # type: ignore[assignment]
         try:
             data = sock.recv(65536)
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantReadError):  # (TLS: a record not whole yet, a session ticket)
             return
         except OSError:
             data = b""
@@ -379,13 +375,15 @@ class SlowReaders(ClientThreads):
     connections when the server allows them."""
 
     def __init__(self, port: int, count: int, path: str = "/download", rate: int = 100_000,
-                 expected_length: int | None = None, host: str = HOST, stall_timeout: float = 15.0) -> None:
+                 expected_length: int | None = None, host: str = HOST, stall_timeout: float = 15.0,
+                 transport: ClientTransport = PLAIN) -> None:
         self.port = port
         self.host = host
         self.rate = rate
         self.expected_length = expected_length
         self.stall_timeout = stall_timeout
-        self.request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+        self.transport = transport  # (over TLS the worker encrypts what it would have sendfile'd)
+        self.request = transport.request("GET", path)
         self.stats = SlowReaderStats(count)
         super().__init__(count, "slow-reader")
 
@@ -410,8 +408,8 @@ class SlowReaders(ClientThreads):
             while not self.stopping.is_set():
                 if sock is None:
                     try:
-                        sock = connect(self.port, self.stall_timeout, self.host,
-                                       SLOW_READER_RCVBUF, SLOW_READER_MSS)
+                        sock = self.transport.connect(self.port, self.stall_timeout, self.host,
+                                                      SLOW_READER_RCVBUF, SLOW_READER_MSS)
                     except OSError as error:
                         self._count(failure_kind(error), 0)
                         self.stopping.wait(0.2)

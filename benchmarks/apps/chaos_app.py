@@ -4,7 +4,9 @@
 (after waiting ``CHAOS_APP_DELAY`` seconds when that is set: an I/O-bound app): the
 request's id (the ``id`` query parameter), the SHA-256 and length of the body it received, then
 the body itself. A client that checks the whole answer against what it sent catches a lost, cut,
-mixed-up (another request's answer) or corrupted request, not just a bad status.
+mixed-up (another request's answer) or corrupted request, not just a bad status. The
+``X-Remote-Addr`` header says which client the app was told it serves (``REMOTE_ADDR``): behind a
+PROXY header or in a uwsgi packet that is the address the client sent, which the load checks too.
 """
 
 from __future__ import annotations
@@ -49,5 +51,6 @@ def application(environ: dict[str, Any], start_response: StartResponse) -> Itera
     if DELAY:
         time.sleep(DELAY)  # waiting on a database or an API
     start_response("200 OK", [("Content-Type", "application/octet-stream"),
-                              ("Content-Length", str(len(answer)))])
+                              ("Content-Length", str(len(answer))),
+                              ("X-Remote-Addr", environ.get("REMOTE_ADDR", ""))])
     return [answer]

@@ -23,6 +23,7 @@ from benchmarks.chaos.scenarios import DISTURBANCES, Outcome, Settings, run_scen
 from benchmarks.report import Environment
 from benchmarks.servers import ServerError
 from benchmarks.slowclients import raise_fd_limit, tally
+from benchmarks.transports import TRANSPORTS, UWSGI, CertificateError
 
 NAMES = tuple(DISTURBANCES)
 
@@ -49,6 +50,10 @@ def parser() -> argparse.ArgumentParser:
                    help=f"slow readers in slow-readers (default {defaults.slow_readers})")
     p.add_argument("--server-args", default="", metavar="ARGS",
                    help='extra forkserve arguments for every scenario, e.g. --server-args="--threads 4"')
+    p.add_argument("--transport", choices=TRANSPORTS, default=defaults.transport,
+                   help="what the clients speak, and forkserve serves: plain HTTP, TLS (a certificate made "
+                        "for the run), HTTP after a PROXY v1 header (--proxy-protocol v1) or nginx's uwsgi "
+                        f"packets (--protocol uwsgi) (default {defaults.transport})")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed of the clients' choices")
     p.add_argument("--output", type=Path, metavar="FILE", help="also write the Markdown report here")
     return p
@@ -64,7 +69,7 @@ def _ms(value: float) -> str:
 
 
 HEADER = ["scenario", "sent", "ok", "lost", *LOSS_KINDS, "killed in flight", "refused",
-          "no connection", "p50", "p99", "max", "verdict"]
+          "no connection", "handshake failed", "p50", "p99", "max", "verdict"]
 
 
 def table(outcomes: list[Outcome]) -> list[str]:
@@ -77,14 +82,15 @@ def table(outcomes: list[Outcome]) -> list[str]:
         lines.append("| " + " | ".join([
             outcome.name, f"{summary.sent:,}", f"{summary.ok:,}", f"{lost:,}",
             *(f"{summary.lost[kind]:,}" for kind in LOSS_KINDS), str(outcome.excused),
-            f"{summary.refused:,}", f"{summary.no_connection:,}", _ms(summary.p50_ms), _ms(summary.p99_ms),
+            f"{summary.refused:,}", f"{summary.no_connection:,}", f"{summary.handshake_failed:,}",
+            _ms(summary.p50_ms), _ms(summary.p99_ms),
             _ms(summary.max_ms),
             "pass" if outcome.passed else "**FAIL**",
         ]) + " |")
         details = [*outcome.notes]
         if outcome.refused_expected:
-            details.append(f"{outcome.refused_expected:,} connection(s) refused or not made after TERM "
-                           f"(expected: the server was going away)")
+            details.append(f"{outcome.refused_expected:,} connection(s) refused, not made or not set up after "
+                           f"TERM (expected: the server was going away)")
         if outcome.unexpected_refusals:
             details.append(f"{outcome.unexpected_refusals:,} connection(s) refused or not made while the "
                            f"server should have been listening")
@@ -107,9 +113,23 @@ def verdict(outcomes: list[Outcome]) -> str:
             f"({', '.join(failed)}); {lost:,} of {sent:,} requests lost{tally(kinds, ': ')}.")
 
 
+TRANSPORT_NOTES = {
+    "http": "http (plain HTTP/1.1)",
+    "tls": "tls (forkserve --certfile/--keyfile with a self-signed ECDSA P-256 certificate made for the run; "
+           "clients verify it; stalled clients: half a ClientHello, or half a head after the handshake)",
+    "proxy": "proxy (forkserve --proxy-protocol v1; every connection starts with a PROXY TCP4/TCP6 header "
+             "naming a made-up client, whose address the app must see as REMOTE_ADDR; stalled clients: half "
+             "the header, or half a head after it)",
+    "uwsgi": "uwsgi (forkserve --protocol uwsgi; a uwsgi packet with a made-up REMOTE_ADDR the app must see, "
+             "then the body; the answer is HTTP/1.1, then close; stalled clients: half a packet)",
+}
+
+
 def render(outcomes: list[Outcome], settings: Settings, environment: Environment, command: str,
            elapsed_s: float) -> str:
     env = environment
+    mix = ("every connection one request (uwsgi has no keep-alive)" if settings.transport == UWSGI
+           else "half close-per-request, half keep-alive runs of 2-20")
     lines = [
         "# forkserve chaos suite",
         "",
@@ -118,8 +138,9 @@ def render(outcomes: list[Outcome], settings: Settings, environment: Environment
         f"- machine: {env.cpu_model}, {env.cpus} CPUs ({env.usable_cpus} usable), {env.kernel}; load "
         f"average before: " + "/".join(f"{x:.2f}" for x in env.load_before),
         f"- versions: Python {env.python}, h11 {env.h11}, forkserve {env.forkserve}",
+        f"- transport: {TRANSPORT_NOTES[settings.transport]}",
         f"- settings: forkserve -w 4 {shlex.join(settings.server_args)}".rstrip() +
-        f", {settings.threads} client threads (half close-per-request, half keep-alive runs of 2-20; "
+        f", {settings.threads} client threads ({mix}; "
         f"half GET, half POST with 0-64 KiB bodies), {settings.duration_s:g} s per scenario, request "
         f"timeout {settings.request_timeout:g} s",
         "",
@@ -136,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(
         duration_s=options.duration, threads=options.threads, request_timeout=options.request_timeout,
         stalled=options.stalled, slow_readers=options.slow_readers,
-        server_args=tuple(shlex.split(options.server_args)), seed=options.seed,
+        server_args=tuple(shlex.split(options.server_args)), seed=options.seed, transport=options.transport,
     )
     names = options.scenario or list(NAMES)
     signal.signal(signal.SIGTERM, _on_term)
@@ -158,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                 progress(f"{name}: {'pass' if outcome.passed else 'FAIL'}: sent {summary.sent}, ok "
                          f"{summary.ok}, lost {summary.lost_total - outcome.excused}"
                          f"{tally(summary.lost, ' (')}{')' if summary.lost else ''}, refused "
-                         f"{summary.refused + summary.no_connection}")
-    except ServerError as error:
+                         f"{summary.not_sent}")
+    except (ServerError, CertificateError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -15,7 +15,14 @@ both loads must be answered.
 The one exception is what a SIGKILLed worker had in its hands: the request in the app (one per
 app thread), and a request sent at that moment on a connection the worker held (its loop holds
 many). They are counted apart ("killed in flight") when they broke as the kill happened — sent
-before it, broken within a moment after it; any other loss counts.
+before it, broken within a moment after it; any other loss counts. Over TLS the worker's loop
+also holds connections still in their handshake: those that broke the same way are excused too
+(no request had been sent on them), and said so in the notes.
+
+Every scenario runs over one transport (``Settings.transport``, ``benchmarks/transports.py``):
+forkserve gets the matching options (a certificate made once per run in the work directory, a
+PROXY v1 header required, or the uwsgi protocol), and the load, the readiness probe, the
+stalled and the slow clients all speak it.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.apps.bench_apps import DOWNLOAD_SIZE
-from benchmarks.chaos.load import NOT_SENT, OK, ChaosLoad, Record, Summary, summarize
+from benchmarks.chaos.load import HANDSHAKE_FAILED, NOT_SENT, OK, ChaosLoad, Record, Summary, summarize
 from benchmarks.procstat import children
 from benchmarks.servers import (
     READY_TIMEOUT,
@@ -43,6 +50,7 @@ from benchmarks.servers import (
     poll_until,
 )
 from benchmarks.slowclients import SlowReaders, StalledClients
+from benchmarks.transports import HTTP, TLS, Certificate, ensure_certificate, server_args
 
 APP = "benchmarks.apps.chaos_app:application"
 WORKERS = 4
@@ -71,18 +79,20 @@ class Settings:
     slow_readers: int = 20
     server_args: tuple[str, ...] = ()
     seed: int = 1
+    transport: str = HTTP  # http, tls, proxy or uwsgi (benchmarks/transports.py)
 
 
 class ChaosServer(RunningServer):
     """forkserve started for one scenario, which follows its master across a USR2 upgrade."""
 
     def __init__(self, workdir: Path, extra: tuple[str, ...], workers: int = WORKERS,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, transport: str = HTTP,
+                 certificate: Certificate | None = None) -> None:
         self.pidfile = workdir / "forkserve.pid"
         kind = ServerKind("forkserve", module_launcher("forkserve", ("--pid", str(self.pidfile), "--log-level",
                                                                   "info", *extra)))
         self.master = 0
-        super().__init__(Launch(kind, APP, workers), workdir, env)
+        super().__init__(Launch(kind, APP, workers, server_args(transport), transport), workdir, env, certificate)
         self.master = self.pid
 
     def worker_pids(self) -> list[int]:
@@ -219,21 +229,23 @@ def _hold(ctx: Context, clients: StalledClients | SlowReaders) -> None:
 
 
 def stalled_clients(ctx: Context) -> None:
-    """Stalled half-head connections (``--stalled`` of them), held as ``_hold`` says."""
-    _hold(ctx, StalledClients(ctx.server.port, ctx.settings.stalled).start())
+    """Stalled half-head connections (``--stalled`` of them), held as ``_hold`` says; over
+    another transport, half of its own opening too (``ClientTransport.open_stalled``)."""
+    _hold(ctx, StalledClients(ctx.server.port, ctx.settings.stalled, transport=ctx.server.client).start())
 
 
 def slow_readers(ctx: Context) -> None:
-    """Clients reading 1 MiB at 100 KB/s (``--slow-readers`` of them), held as ``_hold`` says."""
+    """Clients reading 1 MiB at 100 KB/s (``--slow-readers`` of them) over the scenario's
+    transport, held as ``_hold`` says."""
     _hold(ctx, SlowReaders(ctx.server.port, ctx.settings.slow_readers, "/download", 100_000,
-                           expected_length=DOWNLOAD_SIZE).start())
+                           expected_length=DOWNLOAD_SIZE, transport=ctx.server.client).start())
 
 
 def adaptive(ctx: Context) -> None:
     """A burst of clients on a one-worker fleet of an I/O-bound app: it grows to max_workers; the
     burst stops: it shrinks back to one worker, idle workers first, while the light load runs on."""
     burst = ChaosLoad(ctx.server.port, 2 * ctx.settings.threads, ctx.settings.request_timeout,
-                      ctx.settings.seed + 1).start()
+                      ctx.settings.seed + 1, transport=ctx.server.client).start()
     try:
         grown = len(_wait(lambda: (pids := ctx.server.worker_pids()) and len(pids) >= ADAPTIVE_MAX and pids,
                           SIGNAL_DEADLINE, f"the fleet to grow to {ADAPTIVE_MAX} workers under the burst"))
@@ -275,14 +287,15 @@ class Outcome:
     name: str
     summary: Summary
     excused: int  # the requests the SIGKILLed worker had in its hands
-    refused_expected: int  # refused / no connection after TERM
+    refused_expected: int  # refused / no connection / failed handshakes after TERM
     served_after: int  # correct answers after the disturbance was over
     notes: list[str]
     error: str = ""  # the disturbance failed, or the server did not start
+    handshakes_excused: int = 0  # TLS handshakes the SIGKILLed worker had in progress
 
     @property
     def unexpected_refusals(self) -> int:
-        return self.summary.refused + self.summary.no_connection - self.refused_expected
+        return self.summary.not_sent - self.refused_expected - self.handshakes_excused
 
     @property
     def passed(self) -> bool:
@@ -292,11 +305,12 @@ class Outcome:
 
 def _killed_in_flight(records: list[Record], killed_at: float) -> list[Record]:
     """The losses that broke as the worker was killed: the requests it had in its hands (the one
-    in the app, or one per app thread, and any complete request waiting in its loop)."""
+    in the app, or one per app thread, and any complete request waiting in its loop), and the
+    TLS handshakes it had in progress."""
     if math.isnan(killed_at):
         return []
     return [record for record in records
-            if record.outcome in ("reset", "reset-on-reuse", "truncated")
+            if record.outcome in ("reset", "reset-on-reuse", "truncated", HANDSHAKE_FAILED)
             and record.started <= killed_at + 0.05 and killed_at <= record.finished <= killed_at + KILLED_WINDOW_S]
 
 
@@ -319,18 +333,23 @@ def judge(name: str, records: list[Record], ctx: Context, disturbance: tuple[flo
     summary = summarize(records)
     notes = list(ctx.notes)
     killed = _killed_in_flight(records, ctx.killed_at)
-    excused = len(killed)
+    handshakes = sum(record.outcome == HANDSHAKE_FAILED for record in killed)
+    excused = len(killed) - handshakes
     for record in killed:
-        notes.append(f"a request in the killed worker's hands: {record.method} {record.outcome} "
-                     f"{(record.finished - ctx.killed_at) * 1000:.0f} ms after the kill (excused)")
+        if record.outcome == HANDSHAKE_FAILED:
+            notes.append(f"a TLS handshake in the killed worker's hands failed "
+                         f"{(record.finished - ctx.killed_at) * 1000:.0f} ms after the kill (no request sent; excused)")
+        else:
+            notes.append(f"a request in the killed worker's hands: {record.method} {record.outcome} "
+                         f"{(record.finished - ctx.killed_at) * 1000:.0f} ms after the kill (excused)")
     when = _when_lost(records, killed, disturbance[0])
     if when:
         notes.append(when)
     disturbance_end = disturbance[1]
-    refused_expected = sum(1 for record in records if record.outcome in ("refused", "no-connection")
+    refused_expected = sum(1 for record in records if record.outcome in NOT_SENT
                            and record.started >= ctx.refusals_allowed_after)
     served_after = sum(1 for record in records if record.outcome == OK and record.started >= disturbance_end)
-    return Outcome(name, summary, excused, refused_expected, served_after, notes, error)
+    return Outcome(name, summary, excused, refused_expected, served_after, notes, error, handshakes)
 
 
 def run_scenario(name: str, settings: Settings, workdir: Path, progress: Callable[[str], None]) -> Outcome:
@@ -340,8 +359,10 @@ def run_scenario(name: str, settings: Settings, workdir: Path, progress: Callabl
     scenario_dir = workdir / name
     scenario_dir.mkdir()
     adaptive_run = name == "adaptive"
+    certificate = ensure_certificate(workdir) if settings.transport == TLS else None  # one per run
     server = ChaosServer(scenario_dir, extra, workers=1 if adaptive_run else WORKERS,
-                         env={"CHAOS_APP_DELAY": ADAPTIVE_DELAY} if adaptive_run else None)
+                         env={"CHAOS_APP_DELAY": ADAPTIVE_DELAY} if adaptive_run else None,
+                         transport=settings.transport, certificate=certificate)
     load: ChaosLoad | None = None
     error = ""
     try:
@@ -349,7 +370,8 @@ def run_scenario(name: str, settings: Settings, workdir: Path, progress: Callabl
         ctx = Context(server, settings)
         progress(f"{name}: {server.describe().strip()}")
         threads = 1 if adaptive_run else settings.threads  # (adaptive: a light load; the burst is its own)
-        load = ChaosLoad(server.port, threads, settings.request_timeout, settings.seed).start()
+        load = ChaosLoad(server.port, threads, settings.request_timeout, settings.seed,
+                         transport=server.client).start()
         started = time.monotonic()
         _watch_workers(ctx, LEAD_SHARE * settings.duration_s)
         disturbance_start = time.monotonic()
