@@ -19,7 +19,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self, TypeVar
 
+from benchmarks.ports import free_port
 from benchmarks.procstat import children
 from benchmarks.transports import (
     HTTP,
@@ -216,13 +216,6 @@ def comparators(wanted: Iterable[str] = (), unwanted: Iterable[str] = (),
         else:
             notes.append(f"{kind.name}: skipped, {reason}")
     return tuple(chosen), notes
-
-
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:

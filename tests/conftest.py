@@ -19,15 +19,27 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.ports import RANGE_ENV, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _own_port_range() -> None:
+    """Under pytest-xdist, give this test process its own slice of ports 10000-32767 (below the
+    kernel's ephemeral range), so parallel processes never pick the same port for their servers
+    (benchmarks/ports.py says why that matters)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return
+    index, count = int(worker[2:]), max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), 1)
+    size = (PORTS_HIGH - PORTS_LOW + 1) // count
+    low = PORTS_LOW + index * size
+    os.environ[RANGE_ENV] = f"{low}-{low + size - 1}"
+
+
+PORTS_LOW, PORTS_HIGH = 10000, 32767
+_own_port_range()
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,

@@ -20,7 +20,6 @@ import os
 import pwd
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -32,6 +31,8 @@ import requests
 from conf_template import render
 from requests.adapters import HTTPAdapter
 from system_programs import require_program
+
+from benchmarks.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_CONF = ROOT / "conf" / "nginx.conf"
@@ -67,12 +68,6 @@ def make_tls_files(directory: Path) -> TlsFiles:
     return TlsFiles(cert, key)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Nginx:
     """One nginx master (plus workers) serving conf/nginx.conf from a private prefix."""
 
@@ -80,8 +75,8 @@ class Nginx:
                  tls: TlsFiles, conf: Path = NGINX_CONF) -> None:
         self.prefix = prefix
         self.upstream = upstream
-        self.port = _free_port()
-        self.tls_port = _free_port()
+        self.port = free_port()
+        self.tls_port = free_port()
         self.static_root = prefix / "static"
         for directory in ("logs", "tmp", "static"):
             (prefix / directory).mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,8 @@ SCENARIOS = (
 )
 DISTURBED = ("slow-clients", "slow-readers", "idle-keepalive")
 MEMORY = ("idle-memory",)
+TLS_SCENARIOS = ("tls-keepalive", "tls-close")  # issue 14: each server terminating TLS itself
+TLS_SERVERS = ("forkserve TLS", "gunicorn TLS")
 SERVERS = ("forkserve", "gunicorn")
 COMPARATORS = ("uwsgi", "granian")
 METRICS = ("req/s", "p50", "p99", "CPU µs/req", "worker RSS MiB")
@@ -179,6 +181,14 @@ def test_smoke_run_reports_every_scenario_for_every_server(tmp_path):
         targets = _targets(report, "### Targets (issue 13)")
         assert sum(met in ("yes", "**no**") for _, met in targets.values()) == 5, targets
         assert any("memory saved" in target for target in targets), targets
+        # Issue 14: TLS keep-alive and a handshake per request, forkserve's TLS beside gunicorn's.
+        tls = _table(report, "## TLS in the server")
+        for scenario in TLS_SCENARIOS:
+            for server in TLS_SERVERS:
+                row = tls[(scenario, server)]
+                assert _number(row["req/s"]) > 0, (scenario, server, row)
+                assert _number(row["errors"]) == 0, (scenario, server, row)
+            _number(tls[(scenario, "**forkserve TLS/gunicorn TLS**")]["req/s"])
         # The misbehaving-client scenarios: each server against its own baseline, the goals
         # marked for forkserve; a collapse shows as an unknown (∞) p99, not as a fast one.
         disturbed = _table(report, "## Misbehaving clients")

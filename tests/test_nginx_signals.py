@@ -51,6 +51,12 @@ def queue_depth(stats: str) -> int:
     return fetch_stats(stats)["listeners"][0]["queue_depth"]
 
 
+def held_and_queued(stats: str) -> int:
+    """Connections the workers hold (in any state) plus those waiting in the listen queue."""
+    snapshot = fetch_stats(stats)
+    return sum(snapshot["connections_by_state"].values()) + snapshot["listeners"][0]["queue_depth"]
+
+
 def post_in_thread(url: str, outcomes: list[object]) -> threading.Thread:
     def post() -> None:
         try:
@@ -74,7 +80,10 @@ def test_term_answers_every_request_queued_through_nginx(behind_nginx, transport
     server.wait_workers(2)
     outcomes: list[object] = []
     threads = [post_in_thread(f"{proxy.url}/post?sleep=0.6", outcomes) for _ in range(6)]
-    wait_for(lambda: queue_depth(stats) >= 2, 20, message="connections queued in forkserve's backlog")
+    # TERM only once nginx has opened all six upstream connections (a connect after TERM is
+    # refused by design, and nginx does not retry a POST): held by the workers or still queued.
+    wait_for(lambda: queue_depth(stats) >= 2 and held_and_queued(stats) >= 6, 20,
+             message="six connections held or queued in forkserve's backlog")
     server.signal(signal.SIGTERM)
     for thread in threads:
         thread.join(40)

@@ -80,8 +80,20 @@ class Connections:
         self.serials = itertools.count(1)  # connections accepted, numbered
         self.pid = os.getpid()
         self.counts = [0, 0, 0, 0]
+        self.reported = [0, 0, 0, 0]  # the counts last written to the scoreboard
         self.stopping = False
         self.begun = 0  # requests handed to the app: what the recycling budget counts
+
+    def _publish_counts(self) -> None:
+        """Write the connection counts to the scoreboard when they changed since the last write
+        (twice a second from the loop, and as a request enters the app on the loop's thread: a
+        sync worker's loop does not turn while the app runs, and /stats must see that request)."""
+        if self.counts != self.reported:
+            self.reported = self.counts.copy()
+            self._report_counts(*self.reported)
+
+    def _report_counts(self, reading: int, idle: int, in_app: int, flushing: int) -> None:
+        """Where the counts go: the worker's scoreboard slot (Front); nowhere by default."""
 
     def _set_state(self, conn: Conn, state: int, want: int) -> None:
         counts = self.counts
@@ -328,6 +340,7 @@ class Connections:
         if conn.closed:
             return
         self._set_state(conn, APP, 0)
+        self._publish_counts()
         self.begun += 1
         outcome = None
         try:

@@ -116,7 +116,7 @@ class Front(Connections):
                 self.next_tick = now + TICK
                 if not self.control.tick():
                     return
-                self.control.report_connections(*self.counts)
+                self._publish_counts()
             if not self.stopping and self.control.should_stop():
                 self._begin_stop(now)
             if self.stopping and not self._still_working(now):
@@ -219,6 +219,9 @@ class Front(Connections):
             self.dirty.clear()
 
     # -- connection states ---------------------------------------------------------------------
+
+    def _report_counts(self, reading: int, idle: int, in_app: int, flushing: int) -> None:
+        self.control.report_connections(reading, idle, in_app, flushing)
 
     def _accept(self, listener_fd: int, burst: int = ACCEPT_BURST) -> None:
         listener = self.listeners[listener_fd]
