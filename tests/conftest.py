@@ -19,9 +19,12 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # (tests/fleet.py also runs as a script, and imports this module)
+    sys.path.insert(0, str(ROOT))
+
 from benchmarks.ports import RANGE_ENV, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
 
 

@@ -34,7 +34,10 @@ def test_top_in_a_pty_renders_workers_and_quits_on_q(start_server):
 
     controller, terminal = os.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 140, 0, 0))
-    env = dict(os.environ, TERM="xterm", PYTHONPATH=os.pathsep.join([str(ROOT), str(APPS)]))
+    # The window size comes from the pty; COLUMNS/LINES (pytest-xdist's processes have them)
+    # would override it in curses.
+    env = {name: value for name, value in os.environ.items() if name not in ("COLUMNS", "LINES")}
+    env.update(TERM="xterm", PYTHONPATH=os.pathsep.join([str(ROOT), str(APPS)]))
     top = subprocess.Popen(
         [sys.executable, "-m", "forkserve", "top", "--stats", stats],
         stdin=terminal, stdout=terminal, stderr=terminal, env=env, start_new_session=True,
@@ -55,7 +58,10 @@ def test_top_in_a_pty_renders_workers_and_quits_on_q(start_server):
                     and "CURRENT REQUEST" in text and "listen queue" in text
                     and re.search(r"2xx\s+\d+", text) is not None)
 
-        wait_for(frame_shown, 15, interval=0.05, message="a frame of forkserve top")
+        try:
+            wait_for(frame_shown, 15, interval=0.05, message="a frame of forkserve top")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; the screen so far: {_screen_text(raw)!r}") from None
         text = _screen_text(raw)
         assert "forkserve top" in text and stats in text and "PID" in text and "CURRENT REQUEST" in text
         assert "idle" in text and "requests" in text and "listen queue" in text
