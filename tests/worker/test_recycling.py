@@ -45,7 +45,9 @@ def test_max_requests_with_jitter_recycles_without_failures(start_server):
 
 def test_max_worker_lifetime_recycles_without_failures(start_server):
     log = recycle_under_load(start_server, "--max-worker-lifetime", "1", "--max-worker-lifetime-jitter", "0.5")
-    assert len(re.findall(r"is being recycled \(max_worker_lifetime, \d+s old\)", log)) >= 2
+    # Each first worker is replaced for its age: asked ahead by the master ("…, 1s old"), or, on a
+    # loaded machine where the master looked late, at the worker's own hard deadline.
+    assert len(re.findall(r"is being recycled \(max_worker_lifetime(, \d+s old)?\)", log)) >= 2, log
 
 
 def test_max_worker_memory_finishes_the_response_then_replaces_the_worker(start_server):
