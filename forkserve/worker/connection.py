@@ -62,6 +62,9 @@ from forkserve.worker.transport import Transport, TransportError
 
 error_log = logging.getLogger("forkserve.error")
 
+TIMER_SLACK = 256  # heap entries beyond twice the live connections before it is rebuilt
+
+
 class Connections:
     """Every connection a worker holds, and the moves between states. The loop (Front) adds
     accepting, waiting and stopping."""
@@ -449,5 +452,23 @@ class Connections:
         conn.sink.discard()
         self._end_request(conn)
         conn.sock.close()  # (which also takes it out of epoll)
+        if len(self.timers) > 2 * len(self.conns) + TIMER_SLACK:
+            self._compact_timers()
+
+    def _compact_timers(self) -> None:
+        """Drop the heap entries of closed connections (and stale ones of live connections).
+
+        A closed connection's entry stays in the heap until its deadline comes up (taking it
+        out would cost a search), holding the connection — its TLS state, buffers — until then:
+        at a few thousand new TLS connections a second, with a header_timeout of seconds, that was
+        hundreds of MB per worker. Once the entries outnumber twice the live connections, the
+        heap is rebuilt from the live ones: amortized O(1) per close, memory bounded by the
+        connections actually held.
+        """
+        timers = self.timers
+        sequence = self.sequence
+        timers[:] = [(conn.timer_at, next(sequence), conn) for conn in self.conns.values()
+                     if conn.timer_at != INFINITY]
+        heapq.heapify(timers)
 
     # -- stopping ------------------------------------------------------------------------------
