@@ -46,9 +46,10 @@ def test_no_request_is_lost(name, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["hup", "sigkill-worker", "term"])
+@pytest.mark.parametrize("name", ["hup", "sigkill-worker", "term", "adaptive"])
 def test_no_request_is_lost_with_app_threads(name, tmp_path):
-    """The same disturbances with each worker running the app in 4 threads."""
+    """The same disturbances with each worker running the app in 4 threads (adaptive: a worker
+    whose threads are all taken leaves new connections to the worker just started)."""
     progress: list[str] = []
     settings = Settings(duration_s=DURATION_S, threads=THREADS, request_timeout=REQUEST_TIMEOUT,
                         server_args=("--threads", "4"))

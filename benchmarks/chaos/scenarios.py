@@ -241,10 +241,23 @@ def slow_readers(ctx: Context) -> None:
                            expected_length=DOWNLOAD_SIZE, transport=ctx.server.client).start())
 
 
+def app_threads(server_args: tuple[str, ...]) -> int:
+    """The --threads value among forkserve's arguments (1 when absent)."""
+    for index, arg in enumerate(server_args):
+        if arg == "--threads" and index + 1 < len(server_args):
+            return int(server_args[index + 1])
+        if arg.startswith("--threads="):
+            return int(arg.split("=", 1)[1])
+    return 1
+
+
 def adaptive(ctx: Context) -> None:
     """A burst of clients on a one-worker fleet of an I/O-bound app: it grows to max_workers; the
     burst stops: it shrinks back to one worker, idle workers first, while the light load runs on."""
-    burst = ChaosLoad(ctx.server.port, 2 * ctx.settings.threads, ctx.settings.request_timeout,
+    # As many clients per app thread whatever --threads is: with 4 threads a worker takes 4 at
+    # once, so the sync burst alone would queue too little to need 4 workers.
+    clients = 2 * ctx.settings.threads * app_threads(ctx.settings.server_args)
+    burst = ChaosLoad(ctx.server.port, clients, ctx.settings.request_timeout,
                       ctx.settings.seed + 1, transport=ctx.server.client).start()
     try:
         grown = len(_wait(lambda: (pids := ctx.server.worker_pids()) and len(pids) >= ADAPTIVE_MAX and pids,
@@ -256,7 +269,7 @@ def adaptive(ctx: Context) -> None:
     changes = [line.split("adaptive: ", 1)[1] for line in ctx.server.log_tail(400).splitlines()
                if "adaptive: " in line]
     ctx.notes.append(f"adaptive (-w 1 --max-workers {ADAPTIVE_MAX}, the app waiting {ADAPTIVE_DELAY} s per "
-                     f"request, 1 client): grew to {grown} workers under {2 * ctx.settings.threads} more clients "
+                     f"request, 1 client): grew to {grown} workers under {clients} more clients "
                      f"({len(ctx.extra_records)} requests), back to 1 once they stopped")
     ctx.notes += [f"log: {change}" for change in changes]
 

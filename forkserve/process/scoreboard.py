@@ -250,6 +250,21 @@ class Scoreboard:
             connections, owner - 1 if owner else None, thread,
         )
 
+    def idle_thread_elsewhere(self, own: int) -> bool:
+        """Is there an idle app thread in a serving worker other than the one in slot ``own``?
+        (Read by a worker whose own threads are all busy; a few unpacks per slot in use.)"""
+        memory = self.memory
+        for index in range(self.capacity):
+            offset = index * SLOT_SIZE
+            if _STATE.unpack_from(memory, offset + 4)[0] != State.IDLE:
+                continue
+            owner = _OWNER.unpack_from(memory, offset + OWNER_OFFSET)[0] - 1
+            if owner < 0 or owner == own:
+                continue  # a worker's own slot, or one of this worker's threads
+            if _STATE.unpack_from(memory, owner * SLOT_SIZE + 4)[0] in (State.IDLE, State.BUSY, State.CLIENT):
+                return True
+        return False
+
     def slots(self) -> list[SlotView]:
         """Snapshots of every slot in use."""
         return [view for view in map(self.read, range(self.capacity)) if view.state != State.EMPTY]

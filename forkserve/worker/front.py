@@ -38,6 +38,7 @@ error_log = logging.getLogger("forkserve.error")
 
 TICK = 0.5  # seconds between heartbeats (the master replaces a worker whose heartbeat stops)
 ACCEPT_BURST = 4  # connections taken per wake-up at most: siblings share a burst of arrivals
+SIBLING_LOOK = 0.02  # seconds between looks at the siblings' threads while this worker's are all busy
 ACCEPT_BACKOFF = 0.1  # seconds without accepting after running out of file descriptors
 DRAIN_SETTLE = 0.1  # a draining worker closes its listeners once they stayed empty this long
 ORPHAN_DRAIN = 1.0  # a worker whose master died takes queued connections for this long at most
@@ -55,6 +56,9 @@ class Control(Protocol):
 
     def tick(self) -> bool:
         """Twice a second: heartbeat, log reopening; False when the worker must exit now."""
+
+    def sibling_has_spare_thread(self) -> bool:
+        """Does another serving worker have an app thread with nothing to do?"""
 
     def report_connections(self, reading: int, idle: int, in_app: int, flushing: int) -> None:
         """Connection counts by state, for the scoreboard."""
@@ -84,6 +88,8 @@ class Front(Connections):
             self.epoll.register(pool.read_fd, _EPOLLIN)
         self.watching = False  # are the listeners registered?
         self.accept_paused_until = 0.0
+        self.sibling_look_at = 0.0  # when to look again whether a sibling has an idle app thread
+        self.sibling_has_room = False
         self.draining = False
         self.stop_deadline = INFINITY
         self.drain_quiet_since = 0.0
@@ -191,11 +197,26 @@ class Front(Connections):
                 return True
         return bool(self.conns)
 
+    def _yield_to_siblings(self) -> bool:
+        """With app threads: leave new connections to a sibling while every thread here is busy,
+        requests already wait for one, and a sibling has a thread to spare (the scoreboard says,
+        looked at every SIBLING_LOOK seconds at most). What this worker accepted would only queue
+        behind its own waiting requests — and keep-alive clients stay where they connected, so a
+        worker the adaptive count just started would otherwise get none of them. When no
+        sibling has room, it accepts as before (one newcomer per turn): nobody is starved."""
+        pool = self.pool
+        if pool is None or pool.free or not self.ready or self.draining:
+            return False
+        if self.now >= self.sibling_look_at:
+            self.sibling_look_at = self.now + SIBLING_LOOK
+            self.sibling_has_room = self.control.sibling_has_spare_thread()
+        return self.sibling_has_room
+
     def _sync(self) -> None:
         """Bring epoll's interest lists in line with what the loop wants now."""
         want_listeners = bool(self.listeners) and (not self.stopping or self.draining) and (
             len(self.conns) < self.settings.worker_connections
-        ) and self.now >= self.accept_paused_until
+        ) and self.now >= self.accept_paused_until and not self._yield_to_siblings()
         if want_listeners != self.watching:
             self.watching = want_listeners
             for fd in self.listeners:

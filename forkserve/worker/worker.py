@@ -323,6 +323,9 @@ class Worker:
     def report_connections(self, reading: int, idle: int, in_app: int, flushing: int) -> None:
         self.slot.connections(reading, idle, in_app, flushing)
 
+    def sibling_has_spare_thread(self) -> bool:
+        return self.scoreboard.idle_thread_elsewhere(self.slot_index)
+
     def should_stop(self) -> bool:
         """True when the connection in hand must be the last (stop asked, or a recycling limit
         reached). Checked per request, with the request in hand counted, so the budget holds on
