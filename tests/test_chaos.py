@@ -17,6 +17,7 @@ import sys
 
 import pytest
 from conftest import ROOT, pid_alive, wait_for
+from system_programs import require_program
 
 from benchmarks.chaos.cli import table
 from benchmarks.chaos.scenarios import DISTURBANCES, Settings, run_scenario
@@ -66,6 +67,8 @@ def test_no_request_is_lost_with_app_threads(name, tmp_path):
 def test_no_request_is_lost_over_another_transport(transport, name, tmp_path):
     """Over TLS, after a PROXY header and in uwsgi packets: every answer correct, and the app saw
     the client address the PROXY header or uwsgi packet named (the load checks each one)."""
+    if transport == "tls":
+        require_program("openssl", "to make the chaos suite's test certificate")
     progress: list[str] = []
     settings = Settings(duration_s=DURATION_S, threads=THREADS, request_timeout=REQUEST_TIMEOUT,
                         transport=transport)
