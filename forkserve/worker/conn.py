@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import select
 import socket
-import ssl
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forkserve.http.body import BodyDecoder, RequestBody
 from forkserve.http.connection import Outcome
@@ -22,6 +21,9 @@ from forkserve.http.proxy import ProxyTrust
 from forkserve.http.spool import EMPTY_INPUT, BodySpool
 from forkserve.worker.outbound import Outbound
 from forkserve.worker.transport import Transport
+
+if TYPE_CHECKING:
+    import ssl
 
 READING, IDLE, BODY, READY, APP, FLUSHING, LINGER = range(7)
 # The scoreboard's four connection counts: reading, idle, in the app (or waiting for it), flushing

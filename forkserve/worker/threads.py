@@ -17,7 +17,6 @@ lock), which must return first.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import queue
@@ -100,6 +99,8 @@ class AppThreads:
     def abort_marked(self, error: type[BaseException], on_abort: Any) -> None:
         """In the main thread, on the master's timeout signal: for each thread whose slot the
         master marked, log its stack and raise ``error`` in it."""
+        import ctypes  # (here: only a timeout needs it, and it costs every worker 0.4 MiB)
+
         frames = sys._current_frames()  # the one way to see another thread's stack
         for slot, thread in zip(self.slots, self.threads, strict=True):
             if not slot.take_abort() or thread.ident is None:

@@ -14,13 +14,30 @@ The context follows gunicorn's settings (``certfile``, ``keyfile``, ``ca_certs``
 
 from __future__ import annotations
 
-import ssl
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from forkserve.settings.registry import Config
 
 READ_SIZE = 65536
-CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+CERT_REQS = {"none": "CERT_NONE", "optional": "CERT_OPTIONAL", "required": "CERT_REQUIRED"}  # ssl's names
+
+
+class _ImportedOnFirstUse:
+    """The ``ssl`` module, imported when first used: a server without TLS never loads it (with
+    libssl, some 1.8 MiB of every worker's RSS). The first attribute read imports it and puts
+    the real module in this module's globals, so later reads cost nothing extra."""
+
+    def __getattr__(self, name: str) -> Any:
+        module = importlib.import_module("ssl")
+        globals()["ssl"] = module
+        return getattr(module, name)
+
+
+if TYPE_CHECKING:
+    import ssl
+else:
+    ssl = _ImportedOnFirstUse()
 _PLAIN_HTTP_BODY = b"400 The plain HTTP request was sent to HTTPS port\n"
 PLAIN_HTTP_REPLY = (  # what nginx answers too
     b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
@@ -41,7 +58,7 @@ def server_context(config: Config) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(config.certfile, config.keyfile or None)
-    context.verify_mode = CERT_REQS[config.cert_reqs]
+    context.verify_mode = getattr(ssl, CERT_REQS[config.cert_reqs])
     if config.ca_certs:
         context.load_verify_locations(config.ca_certs)
     if config.ciphers:

@@ -9,11 +9,13 @@ read goes on to TLS, or to HTTP.
 
 from __future__ import annotations
 
-import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forkserve.http.proxyproto import ProxyHeaderReader, ProxyProtocolError
 from forkserve.worker.tls import PLAIN_HTTP_REPLY, TlsError, TlsStream
+
+if TYPE_CHECKING:
+    import ssl
 
 
 class TransportError(Exception):
@@ -80,6 +82,6 @@ class Transport:
             return b""
         try:
             tls.ssl.unwrap()
-        except ssl.SSLError:
+        except OSError:  # ssl.SSLError
             pass  # (it waits for the client's close_notify, which we do not)
         return tls.pending_output()
