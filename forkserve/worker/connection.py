@@ -62,7 +62,7 @@ from forkserve.worker.transport import Transport, TransportError
 
 error_log = logging.getLogger("forkserve.error")
 
-TIMER_SLACK = 256  # heap entries beyond twice the live connections before it is rebuilt
+TIMER_SLACK = 32  # heap entries beyond twice the live connections before it is rebuilt
 
 
 class Connections:
