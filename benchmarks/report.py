@@ -516,18 +516,10 @@ def render(results: list[Result], settings: Settings, environment: Environment,
         lines += ["## Targets (issue 3)", "", *targets_table(main), ""]
         lines += ["## vs uWSGI and granian (issue 17)", "", *versus_table(main, left_out), ""]
     if threads:
-        lines += ["## App threads (issue 13)", "", THREADS_NOTE, "", *results_table(threads, THREAD_COLUMNS),
-                  ""]
-        notes = _errors_notes(threads)
-        if notes:
-            lines += ["Errors and replaced workers seen:", "", *notes, ""]
+        lines += _own_servers_section("## App threads (issue 13)", THREADS_NOTE, threads)
         lines += ["### Targets (issue 13)", "", *threads_targets(threads), ""]
     if transport:
-        lines += ["## TLS in the server (issue 14)", "", TLS_NOTE, "", *results_table(transport, THREAD_COLUMNS),
-                  ""]
-        notes = _errors_notes(transport)
-        if notes:
-            lines += ["Errors and replaced workers seen:", "", *notes, ""]
+        lines += _own_servers_section("## TLS in the server (issue 14)", TLS_NOTE, transport)
     if disturbed:
         lines += [f"## Misbehaving clients (each server against its own baseline, {CANDIDATE}'s goals)",
                   "", *disturbed_section(disturbed), ""]
@@ -535,6 +527,15 @@ def render(results: list[Result], settings: Settings, environment: Environment,
         lines += ["## Memory per idle keep-alive connection", "", *memory_section(memory), ""]
     lines += ["## Scenarios", "", *map(_scenario_line, results)]
     return "\n".join(lines) + "\n"
+
+
+def _own_servers_section(heading: str, note: str, results: list[ScenarioResult]) -> list[str]:
+    """A section of scenarios that carry their own servers: the table, then any errors seen."""
+    lines = [heading, "", note, "", *results_table(results, THREAD_COLUMNS), ""]
+    notes = _errors_notes(results)
+    if notes:
+        lines += ["Errors and replaced workers seen:", "", *notes, ""]
+    return lines
 
 
 def _scenario_line(result: Result) -> str:

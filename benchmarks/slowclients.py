@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import errno
 import resource
-import select
 import selectors
 import socket
 import ssl
@@ -180,20 +179,8 @@ def failure_kind(error: BaseException) -> str:
 
 
 def server_closed(sock: socket.socket) -> bool:
-    """True when the peer has closed (or reset) this connection; reads nothing off it."""
-    poller = select.poll()
-    poller.register(sock, select.POLLIN | select.POLLRDHUP)
-    events = poller.poll(0)
-    if not events:
-        return False
-    if events[0][1] & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
-        return True
-    try:
-        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
+    """True when the peer has closed (or reset) this plain connection; reads nothing off it."""
+    return PLAIN.closed(sock)
 
 
 # A TCP connection with a receive buffer and segment size set before the handshake (transports.py).
