@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 from conftest import free_port, wait_for
 from http_wire import WireReader
+from system_programs import require_program
 
 APP = "recording_app:app"
 REQUEST = b"GET /environ HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
@@ -61,15 +61,14 @@ def ask(address: tuple[str, int], payload: bytes, source: str = "127.0.0.1") -> 
 
 @pytest.fixture
 def haproxy(tmp_path) -> Iterator:
-    if shutil.which("haproxy") is None:
-        pytest.fail("haproxy is not installed (apt-get install haproxy; .ci/run installs it)")
+    haproxy = require_program("haproxy", "the PROXY protocol's real sender")
     processes = []
 
     def start(upstream: int) -> tuple[int, int]:
         ports = {"v1": free_port(), "v2": free_port(), "upstream": upstream}
         config = tmp_path / "haproxy.cfg"
         config.write_text(HAPROXY_CONFIG.format(**ports))
-        process = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=subprocess.DEVNULL,
+        process = subprocess.Popen([haproxy, "-db", "-f", str(config)], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL, start_new_session=True)
         processes.append(process)
 
