@@ -47,14 +47,12 @@ def test_hup_under_post_load_through_nginx(behind_nginx, transport, strategy):
     assert len(server.wait_workers(2)) == 2
 
 
-def queue_depth(stats: str) -> int:
-    return fetch_stats(stats)["listeners"][0]["queue_depth"]
-
-
-def held_and_queued(stats: str) -> int:
-    """Connections the workers hold (in any state) plus those waiting in the listen queue."""
+def backlog(stats: str) -> tuple[int, int]:
+    """(connections waiting in the listen queue, those plus the ones the workers hold in any
+    state), from one look at /stats."""
     snapshot = fetch_stats(stats)
-    return sum(snapshot["connections_by_state"].values()) + snapshot["listeners"][0]["queue_depth"]
+    queued = snapshot["listeners"][0]["queue_depth"]
+    return queued, queued + sum(snapshot["connections_by_state"].values())
 
 
 def post_in_thread(url: str, outcomes: list[object]) -> threading.Thread:
@@ -82,7 +80,7 @@ def test_term_answers_every_request_queued_through_nginx(behind_nginx, transport
     threads = [post_in_thread(f"{proxy.url}/post?sleep=0.6", outcomes) for _ in range(6)]
     # TERM only once nginx has opened all six upstream connections (a connect after TERM is
     # refused by design, and nginx does not retry a POST): held by the workers or still queued.
-    wait_for(lambda: queue_depth(stats) >= 2 and held_and_queued(stats) >= 6, 20,
+    wait_for(lambda: (seen := backlog(stats))[0] >= 2 and seen[1] >= 6, 20,
              message="six connections held or queued in forkserve's backlog")
     server.signal(signal.SIGTERM)
     for thread in threads:

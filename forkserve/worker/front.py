@@ -205,7 +205,7 @@ class Front(Connections):
         worker the adaptive count just started would otherwise get none of them. When no
         sibling has room, it accepts as before (one newcomer per turn): nobody is starved."""
         pool = self.pool
-        if pool is None or pool.free or not self.ready or self.draining:
+        if pool is None or pool.free or not self.ready or self.draining:  # (pool: checked by the caller too)
             return False
         if self.now >= self.sibling_look_at:
             self.sibling_look_at = self.now + SIBLING_LOOK
@@ -216,7 +216,7 @@ class Front(Connections):
         """Bring epoll's interest lists in line with what the loop wants now."""
         want_listeners = bool(self.listeners) and (not self.stopping or self.draining) and (
             len(self.conns) < self.settings.worker_connections
-        ) and self.now >= self.accept_paused_until and not self._yield_to_siblings()
+        ) and self.now >= self.accept_paused_until and not (self.pool is not None and self._yield_to_siblings())
         if want_listeners != self.watching:
             self.watching = want_listeners
             for fd in self.listeners:
