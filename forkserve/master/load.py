@@ -50,7 +50,12 @@ def measure(scoreboard: Scoreboard, slots: Iterable[tuple[int, list[int]]], list
         workers += 1
         busy += in_app == len(runners)
         idle += in_app == 0
-        waiting += max(0, view.connections[2] - in_app)  # connections "in the app" or waiting for it
+        if thread_slots or in_app:
+            # Connections "in the app" or ready for it, beyond those in the app. (A sync worker
+            # publishes its counts as a request enters the app and twice a second: once it is
+            # idle again, a count from its last request may linger; what it holds ready it runs
+            # at once anyway, so an idle sync worker has nothing waiting.)
+            waiting += max(0, view.connections[2] - in_app)
         worst = max(worst, *(scoreboard.queue_peak(index, now) for index in [slot, *thread_slots]))
     depth = 0
     for listener in listeners:

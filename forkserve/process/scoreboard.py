@@ -78,6 +78,9 @@ LINE_OFFSET = 32
 BOOTED_OFFSET = 128
 DRAIN_OFFSET = 504
 ABORT_OFFSET = 505
+HELD_OFFSET = 508  # connections the worker holds (uint32) while it accepts, else NOT_ACCEPTING
+NOT_ACCEPTING = 0xFFFFFFFF  # a count no worker reaches: "takes no connection now"
+_IDLE_STATE = bytes([State.IDLE])
 OWNER_OFFSET = 448
 _OWNER = struct.Struct("<iH")  # owner slot + 1, thread number
 _SHED = struct.Struct("<Q")
@@ -103,6 +106,7 @@ _CONNECTIONS = struct.Struct("<4I")  # reading, idle, in the app, flushing
 CONNECTION_STATES = ("reading", "idle", "app", "flushing")
 assert COUNTERS_OFFSET % 8 == 0 and COUNTERS_OFFSET + _COUNTERS.size <= CONNECTIONS_OFFSET
 assert CONNECTIONS_OFFSET + _CONNECTIONS.size <= OWNER_OFFSET and OWNER_OFFSET + _OWNER.size <= SHED_OFFSET
+assert ABORT_OFFSET < HELD_OFFSET and HELD_OFFSET % 4 == 0 and HELD_OFFSET + 4 <= SLOT_SIZE
 assert QUEUE_PEAK_OFFSET + _QUEUE_PEAK.size <= DRAIN_OFFSET and SHED_OFFSET % 8 == QUEUE_PEAK_OFFSET % 8 == 0
 
 
@@ -165,6 +169,8 @@ class Scoreboard:
         self.capacity = capacity
         self.memory = mmap.mmap(-1, capacity * SLOT_SIZE, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
         self.retired = Counters()  # the master's own memory: counters of released slots
+        self.memory_bytes = memoryview(self.memory)  # (plain indexing: the cheapest read)
+        self.memory_cells = self.memory_bytes.cast("I")
 
     def free_slot(self) -> int:
         """Index of a slot owned by no worker. Raises RuntimeError when all are taken."""
@@ -265,6 +271,25 @@ class Scoreboard:
                 return True
         return False
 
+    def fewest_held_elsewhere(self, own: int) -> int:
+        """The fewest connections held by a worker other than slot ``own`` that accepts
+        connections now (NOT_ACCEPTING when there is none). A worker counts while it is
+        registered for its listeners (it writes NOT_ACCEPTING otherwise) and its slot says idle:
+        a sync worker in the middle of an app call does not accept until it returns, and a
+        booting or stopping worker not at all. Read by a worker that holds connections,
+        to leave newcomers to an emptier sibling; a few indexings per slot."""
+        cells = self.memory_cells
+        states = self.memory_bytes[4::SLOT_SIZE].tobytes()  # every slot's state, in one C-level copy
+        fewest = NOT_ACCEPTING
+        index = states.find(_IDLE_STATE)
+        while index >= 0:
+            offset = index * SLOT_SIZE
+            if index != own and not cells[(offset + OWNER_OFFSET) // 4]:  # (not an app thread's slot)
+                held = cells[(offset + HELD_OFFSET) // 4]
+                fewest = min(fewest, held)
+            index = states.find(_IDLE_STATE, index + 1)
+        return fewest
+
     def slots(self) -> list[SlotView]:
         """Snapshots of every slot in use."""
         return [view for view in map(self.read, range(self.capacity)) if view.state != State.EMPTY]
@@ -277,7 +302,7 @@ class Scoreboard:
 class SlotWriter:
     """A worker's own slot. Each method is a few plain memory stores, cheap enough for every request."""
 
-    __slots__ = ("begun", "counters", "counters_base", "memory", "offset", "requests", "sums")
+    __slots__ = ("begun", "cells", "counters", "counters_base", "held_cell", "memory", "offset", "requests", "sums")
 
     def __init__(self, memory: mmap.mmap, offset: int) -> None:
         self.memory = memory
@@ -288,6 +313,8 @@ class SlotWriter:
         self.counters = memoryview(memory).cast("Q")
         self.sums = memoryview(memory).cast("d")
         self.counters_base = (offset + COUNTERS_OFFSET) // 8
+        self.cells = memoryview(memory).cast("I")
+        self.held_cell = (offset + HELD_OFFSET) // 4
 
     def begin(self, started: float, request_line: bytes) -> None:
         """A request starts: count it as begun and show the slot busy."""
@@ -338,6 +365,11 @@ class SlotWriter:
     def connections(self, reading: int, idle: int, in_app: int, flushing: int) -> None:
         """How many connections the worker holds, by state (written by its loop)."""
         _CONNECTIONS.pack_into(self.memory, self.offset + CONNECTIONS_OFFSET, reading, idle, in_app, flushing)
+
+    def held(self, connections: int) -> None:
+        """How many connections the worker holds while it accepts, else NOT_ACCEPTING (its
+        siblings read it to share newcomers)."""
+        self.cells[self.held_cell] = connections
 
     def heartbeat(self, now: float) -> None:
         _HEARTBEAT.pack_into(self.memory, self.offset + 16, now)

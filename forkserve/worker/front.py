@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from forkserve.http.connection import RequestRunner
 from forkserve.process import wakeup
+from forkserve.process.scoreboard import NOT_ACCEPTING
 from forkserve.worker.conn import APP, IDLE, INFINITY, STOP_GRACE, FrontSettings
 from forkserve.worker.connection import Connections
 from forkserve.worker.threads import AppThreads
@@ -38,7 +39,7 @@ error_log = logging.getLogger("forkserve.error")
 
 TICK = 0.5  # seconds between heartbeats (the master replaces a worker whose heartbeat stops)
 ACCEPT_BURST = 4  # connections taken per wake-up at most: siblings share a burst of arrivals
-SIBLING_LOOK = 0.02  # seconds between looks at the siblings' threads while this worker's are all busy
+SIBLING_LOOK = 0.02  # seconds between looks at the siblings (connections held, idle threads) at most
 ACCEPT_BACKOFF = 0.1  # seconds without accepting after running out of file descriptors
 DRAIN_SETTLE = 0.1  # a draining worker closes its listeners once they stayed empty this long
 ORPHAN_DRAIN = 1.0  # a worker whose master died takes queued connections for this long at most
@@ -59,6 +60,13 @@ class Control(Protocol):
 
     def sibling_has_spare_thread(self) -> bool:
         """Does another serving worker have an app thread with nothing to do?"""
+
+    def fewest_connections_elsewhere(self) -> int:
+        """The fewest connections another worker free to accept now holds (NOT_ACCEPTING: none)."""
+
+    def report_held(self, connections: int) -> None:
+        """How many connections this worker holds while it accepts (else NOT_ACCEPTING), for
+        its siblings to read."""
 
     def report_connections(self, reading: int, idle: int, in_app: int, flushing: int) -> None:
         """Connection counts by state, for the scoreboard."""
@@ -89,7 +97,12 @@ class Front(Connections):
         self.watching = False  # are the listeners registered?
         self.accept_paused_until = 0.0
         self.sibling_look_at = 0.0  # when to look again whether a sibling has an idle app thread
-        self.sibling_has_room = False
+        self.sibling_has_room = False  # (with app threads: a sibling has one idle)
+        self.fewest_elsewhere = NOT_ACCEPTING  # the fewest connections a free sibling holds
+        self.held_seen = 0  # connections held at the last look for an emptier sibling
+        self.held_look_at = 0.0  # when to look again
+        self.held_shown = -1  # what the scoreboard shows siblings (NOT_ACCEPTING while not accepting)
+        self.yielding_to_fewer = False  # out of the accept queue for an emptier sibling, this turn
         self.draining = False
         self.stop_deadline = INFINITY
         self.drain_quiet_since = 0.0
@@ -136,6 +149,8 @@ class Front(Connections):
                     timeout = max(timers[0][0] - now, 0.0)
                 if self.draining and self.listeners:
                     timeout = min(timeout, DRAIN_SETTLE)
+                elif self.yielding_to_fewer:  # look again soon: the sibling may have filled up
+                    timeout = min(timeout, max(self.held_look_at - now, 0.0))
             events = epoll.poll(timeout)
             self.now = time.monotonic()
             for fd, mask in events:
@@ -197,26 +212,53 @@ class Front(Connections):
                 return True
         return bool(self.conns)
 
-    def _yield_to_siblings(self) -> bool:
-        """With app threads: leave new connections to a sibling while every thread here is busy,
-        requests already wait for one, and a sibling has a thread to spare (the scoreboard says,
-        looked at every SIBLING_LOOK seconds at most). What this worker accepted would only queue
-        behind its own waiting requests — and keep-alive clients stay where they connected, so a
-        worker the adaptive count just started would otherwise get none of them. When no
-        sibling has room, it accepts as before (one newcomer per turn): nobody is starved."""
-        pool = self.pool
-        if pool is None or pool.free or not self.ready or self.draining:  # (pool: checked by the caller too)
+    def _yield_to_siblings(self, held: int) -> bool:
+        """Leave new connections to a sibling, for now? (Out of the listeners' wait queue, the
+        kernel wakes a sibling for each arrival instead.) Two cases, read from the scoreboard
+        when this worker's connection count has grown, and every SIBLING_LOOK seconds otherwise:
+
+        - a sibling that accepts holds clearly fewer connections (fewer than three quarters of
+          this worker's, or none while this one holds one). Keep-alive clients stay where they
+          connected: without this, connections opened while every worker waits all wake the
+          first worker in the listener's wait queue, two arriving together both land on the
+          one that woke first, and a fleet serves on one core what it could on all of them
+          (nginx's upstream keep-alive connections, a benchmark's clients);
+        - with app threads: every thread here is busy, requests already wait for one, and a
+          sibling has a thread to spare. What this worker accepted would only queue behind its
+          own waiting requests, and a worker the adaptive count just started would get none.
+
+        Never while draining (the queue is everyone's to empty). The first case keeps showing
+        the worker's count (it would accept were it not for the sibling), the second shows it as
+        not accepting, so two workers never yield to each other for longer than a stale look:
+        a worker that yields wakes every SIBLING_LOOK to look again. When no sibling qualifies
+        it accepts as before: nobody is starved."""
+        self.yielding_to_fewer = False
+        if self.draining:
             return False
-        if self.now >= self.sibling_look_at:
-            self.sibling_look_at = self.now + SIBLING_LOOK
+        now = self.now
+        if held > self.held_seen or (held and now >= self.held_look_at):
+            self.held_look_at = now + SIBLING_LOOK
+            self.fewest_elsewhere = self.control.fewest_connections_elsewhere()
+        self.held_seen = held
+        if held and self.fewest_elsewhere < held - held // 4:
+            self.yielding_to_fewer = True
+            return True
+        pool = self.pool
+        if pool is None or pool.free or not self.ready:
+            return False
+        if now >= self.sibling_look_at:
+            self.sibling_look_at = now + SIBLING_LOOK
             self.sibling_has_room = self.control.sibling_has_spare_thread()
         return self.sibling_has_room
 
     def _sync(self) -> None:
-        """Bring epoll's interest lists in line with what the loop wants now."""
+        """Bring epoll's interest lists in line with what the loop wants now, and show the
+        siblings how many connections this worker holds (NOT_ACCEPTING when it takes none)."""
+        held = len(self.conns)
+        self.yielding_to_fewer = False
         want_listeners = bool(self.listeners) and (not self.stopping or self.draining) and (
-            len(self.conns) < self.settings.worker_connections
-        ) and self.now >= self.accept_paused_until and not (self.pool is not None and self._yield_to_siblings())
+            held < self.settings.worker_connections
+        ) and self.now >= self.accept_paused_until and not self._yield_to_siblings(held)
         if want_listeners != self.watching:
             self.watching = want_listeners
             for fd in self.listeners:
@@ -224,6 +266,10 @@ class Front(Connections):
                     self.epoll.register(fd, _EPOLLIN | select.EPOLLEXCLUSIVE)
                 else:
                     self.epoll.unregister(fd)
+        shown = held if want_listeners or self.yielding_to_fewer else NOT_ACCEPTING
+        if shown != self.held_shown:
+            self.held_shown = shown
+            self.control.report_held(shown)
         if self.unscheduled:
             self._schedule()
         if self.dirty:
@@ -268,8 +314,8 @@ class Front(Connections):
                 self.drain_quiet_since = 0.0
                 self.drained += 1
             self._open(sock, peer, listener_fd)
-            if self.ready:
-                return  # serve the request it brought before taking more
+            if self.ready or self._yield_to_siblings(len(self.conns)):
+                return  # serve the request it brought before taking more; share with siblings
 
     def _begin_stop(self, now: float) -> None:
         self.stopping = True

@@ -326,6 +326,12 @@ class Worker:
     def sibling_has_spare_thread(self) -> bool:
         return self.scoreboard.idle_thread_elsewhere(self.slot_index)
 
+    def fewest_connections_elsewhere(self) -> int:
+        return self.scoreboard.fewest_held_elsewhere(self.slot_index)
+
+    def report_held(self, connections: int) -> None:
+        self.slot.held(connections)
+
     def should_stop(self) -> bool:
         """True when the connection in hand must be the last (stop asked, or a recycling limit
         reached). Checked per request, with the request in hand counted, so the budget holds on

@@ -169,6 +169,21 @@ def test_measure_counts_a_worker_busy_only_when_every_thread_is():
     assert (load.busy, load.waiting, load.all_busy) == (1, 1, True)
 
 
+def test_measure_finds_nothing_waiting_in_an_idle_sync_worker():
+    """A sync worker publishes its connection counts as a request enters the app (and twice a
+    second): back to idle, its last "in the app" count lingers. It must not read as a request
+    waiting — that kept a fleet whose light load spread over every worker from ever shrinking."""
+    board = Scoreboard(4)
+    board.claim(0, 10)
+    writer = board.writer(0)
+    writer.ready(1.0)
+    writer.connections(0, 0, 1, 0)  # published as its last request entered the app
+    assert measure(board, [(0, [])], []).waiting == 0
+    writer.begin(2.0, b"GET /a")
+    writer.connections(0, 0, 3, 0)  # in the app, two more ready behind it
+    assert measure(board, [(0, [])], []).waiting == 2
+
+
 @pytest.mark.parametrize("threshold", [0.05, 0.2, 1.0])
 def test_the_threshold_reads_as_a_histogram_bound(threshold):
     master = FakeMaster()

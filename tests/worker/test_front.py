@@ -8,6 +8,7 @@ clients would otherwise hold a worker for), and that the held clients are served
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -144,6 +145,24 @@ def test_a_crowd_of_idle_keepalive_connections_stays_open(start_server) -> None:
         for sock in idle[::30]:  # still open, still usable
             sock.sendall(get("/"))
             assert WireReader(sock, timeout=QUICK).response().body == b"ok"
+
+
+def test_keepalive_connections_are_shared_among_the_workers(start_server) -> None:
+    """Keep-alive clients stay on the worker that accepted them. Opened one after another while
+    every worker waits, each new connection would wake the same worker (the first in the
+    listener's wait queue), and that one worker would serve them all on one core. A worker
+    that holds connections leaves newcomers to a sibling that holds clearly fewer."""
+    stats_address = f"127.0.0.1:{free_port()}"
+    server = start_server("-w", "3", "--keep-alive", "60", "--stats-bind", stats_address, APP)
+    wait_for(lambda: [w["state"] for w in stats(stats_address)["workers"]] == ["idle"] * 3, 10,
+             message="3 workers idle")
+    holders = collections.Counter()
+    with contextlib.ExitStack() as stack:
+        for _ in range(6):
+            sock = stack.enter_context(socket.create_connection(server.address, timeout=10))
+            sock.sendall(get("/queue"))
+            holders[json.loads(WireReader(sock, timeout=10).response().body)["connection"].split(".")[0]] += 1
+    assert len(holders) == 3 and max(holders.values()) <= 3, holders
 
 
 def test_worker_connections_caps_what_a_worker_holds(start_server) -> None:
