@@ -360,17 +360,20 @@ def versus_table(results: list[ScenarioResult], left_out: list[str]) -> list[str
     rows: list[tuple[str, str, str]] = []
     for name, clients, what in VERSUS:
         result = _find(results, name)
-        for kind in COMPARATORS:
-            label = f"req/s ≥ {kind.name}'s, hello, {what} ({name})"
+        others = [kind.name for kind in COMPARATORS]  # (and any labelled variant the scenario ran)
+        others += [server for server in (result.servers if result else []) if server not in (CANDIDATE, BASELINE, *others)]
+        for other in others:
+            label = f"req/s ≥ {other}'s, hello, {what} ({name})"
+            kind_name = other.split(" ", 1)[0]
             if result is None or CANDIDATE not in result.samples:
                 rows.append((label, "not run", "—"))
-            elif kind.name not in result.samples:
-                rows.append((label, f"not run ({skipped.get(kind.name, 'not in this run')})", "—"))
+            elif other not in result.samples:
+                rows.append((label, f"not run ({skipped.get(kind_name, 'not in this run')})", "—"))
             else:
-                theirs = result.median(kind.name)
+                theirs = result.median(other)
                 value, measured = _versus(result.median(CANDIDATE), theirs)
                 if theirs.probes_answered < theirs.probes_sent:
-                    measured += (f"; {kind.name} answered {_probes(theirs)} new clients within "
+                    measured += (f"; {other} answered {_probes(theirs)} new clients within "
                                  f"{PATIENCE_S:g} s (its figures are those of the clients it served)")
                 if result.connections == clients:
                     rows.append((label, measured, _verdict(value >= 1.0)))

@@ -69,6 +69,10 @@ EVERY_KIND = (ServerSpec(FORKSERVE), SYNC, ServerSpec(UWSGI, UWSGI_KEEPALIVE), S
 # uWSGI's --http11-socket ignores a client's "Connection: close": Connection: close scenarios
 # run its --http-socket (servers.py says why).
 EVERY_KIND_CLOSING = (ServerSpec(FORKSERVE), SYNC, ServerSpec(UWSGI, UWSGI_CLOSE), ServerSpec(GRANIAN))
+# Issue 17's goal names uWSGI's --http-socket, which closes every connection after its response:
+# the keep-alive scenarios it names run that one too, beside --http11-socket, labelled apart.
+UWSGI_HTTP_SOCKET = ServerSpec(UWSGI, UWSGI_CLOSE, label="uwsgi --http-socket")
+EVERY_KIND_AND_HTTP_SOCKET = (*EVERY_KIND, UWSGI_HTTP_SOCKET)
 FORKSERVE_AND_GUNICORN = (ServerSpec(FORKSERVE), SYNC)
 APP_THREADS = 8  # issue 13: 2 workers x 8 threads
 THREADED = ServerSpec(FORKSERVE, ("--threads", str(APP_THREADS)), label=f"forkserve {{workers}}×{APP_THREADS} threads")
@@ -123,13 +127,13 @@ SCENARIOS: tuple[Scenario, ...] = (
              HELLO_APP, script_args=("close",), aliases=("hello-close-c8",), servers=EVERY_KIND_CLOSING),
     Scenario("hello-keepalive", "hello world, keep-alive requested, --connections clients", HELLO_APP),
     Scenario("hello-keepalive-1perworker", "hello world, keep-alive, one client per worker",
-             HELLO_APP, clients=ONE_PER_WORKER, aliases=("hello-keepalive-c2",)),
+             HELLO_APP, clients=ONE_PER_WORKER, aliases=("hello-keepalive-c2",), servers=EVERY_KIND_AND_HTTP_SOCKET),
     Scenario("json", "the demo app's JSON view (routing, middleware, json.dumps)", DEMO_APP, "/json"),
     Scenario("download-1mb", "a fixed 1 MiB file through wsgi.file_wrapper", DOWNLOAD_APP),
     Scenario("upload-10mb", "a 10 MiB POST body, read by the app and discarded", UPLOAD_APP,
              script_args=(f"upload={UPLOAD_BYTES}",), timeout="30s"),
     Scenario("hello-c64", "hello world at 64 clients: the latency tail with a queue", HELLO_APP,
-             clients=64, aliases=("hello-keepalive-c64",)),
+             clients=64, aliases=("hello-keepalive-c64",), servers=EVERY_KIND_AND_HTTP_SOCKET),
     Scenario("hello-threads4-keepalive", f"hello world, keep-alive, one client per worker: forkserve "
              f"--threads {HELLO_THREADS} against --threads 1", HELLO_APP, clients=ONE_PER_WORKER,
              servers=(FOUR_THREADS, ONE_THREAD), section=THREADS),
