@@ -23,15 +23,21 @@ def _stat_fields(pid: int) -> list[str]:
     return text.rsplit(")", 1)[1].split()
 
 
-def process_cpu_seconds(pid: int, include_reaped_children: bool) -> float:
-    """utime + stime of one process (and of its reaped children when asked), in seconds."""
+def process_cpu_split(pid: int, include_reaped_children: bool) -> tuple[float, float]:
+    """(user, system) CPU seconds of one process (and of its reaped children when asked)."""
     fields = _stat_fields(pid)
     # After the ")" the fields are numbered from 3 (state); utime is field 14, stime 15,
     # cutime 16, cstime 17 — indexes 11..14 here.
-    ticks = int(fields[11]) + int(fields[12])
+    user, system = int(fields[11]), int(fields[12])
     if include_reaped_children:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / CLOCK_TICKS
+        user += int(fields[13])
+        system += int(fields[14])
+    return user / CLOCK_TICKS, system / CLOCK_TICKS
+
+
+def process_cpu_seconds(pid: int, include_reaped_children: bool) -> float:
+    """utime + stime of one process (and of its reaped children when asked), in seconds."""
+    return sum(process_cpu_split(pid, include_reaped_children))
 
 
 def children(pid: int) -> list[int]:
@@ -49,15 +55,25 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def tree_cpu_seconds(master: int) -> float:
-    """CPU seconds used so far by a master, its live children and its reaped children."""
-    total = process_cpu_seconds(master, include_reaped_children=True)
+def tree_cpu_split(master: int) -> tuple[float, float]:
+    """(user, system) CPU seconds used so far by a master, its live children and its reaped
+    children: the system part is the kernel's work for the server (its syscalls, the TCP
+    stack on its side), the user part the server's own code."""
+    user, system = process_cpu_split(master, include_reaped_children=True)
     for child in children(master):
         try:
-            total += process_cpu_seconds(child, include_reaped_children=True)
+            child_user, child_system = process_cpu_split(child, include_reaped_children=True)
         except (OSError, IndexError, ValueError):
             continue  # exited between listing and reading: the master's cutime will hold it
-    return total
+        user += child_user
+        system += child_system
+    return user, system
+
+
+def tree_cpu_seconds(master: int) -> float:
+    """CPU seconds used so far by a master, its live children and its reaped children."""
+    return sum(tree_cpu_split(master))
+
 
 
 def _kib_field(path: str, field: str) -> int:

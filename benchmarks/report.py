@@ -79,6 +79,7 @@ COLUMNS: tuple[tuple[str, str, Callable[[float], str]], ...] = (
     ("p99", "p99_us", _latency),
     ("max", "max_us", _latency),
     ("CPU µs/req", "cpu_us_per_request", _number),
+    ("of which kernel", "kernel_us_per_request", _number),
     ("worker RSS MiB", "worker_rss_kib", lambda kib: _number(kib / 1024, 1)),
     ("worker PSS MiB", "worker_pss_kib", lambda kib: _number(kib / 1024, 1)),
     ("errors", "errors", _number),

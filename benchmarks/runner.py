@@ -31,7 +31,7 @@ from pathlib import Path
 from benchmarks.disturbed import DisturbedResult, MemoryResult, run_disturbed, run_memory
 from benchmarks.fanout import each
 from benchmarks.probe import Prober
-from benchmarks.procstat import pss_kib, rss_kib, tree_cpu_seconds, worker_kib
+from benchmarks.procstat import pss_kib, rss_kib, tree_cpu_split, worker_kib
 from benchmarks.scenarios import DISTURBED, MEMORY, Scenario
 from benchmarks.servers import BIND, Launch, RunningServer, ServerKind, ServerPool, ServerSpec
 from benchmarks.wrk import WrkError, find_wrk, run_wrk
@@ -68,6 +68,7 @@ class Sample:
     probes_sent: float = 0.0  # newcomers during the run (probe.py)
     probes_answered: float = 0.0
     probe_slowest_us: float = 0.0
+    kernel_us_per_request: float = math.nan  # the system-time part of cpu_us_per_request
 
 
 def median_sample(samples: list[Sample]) -> Sample:
@@ -115,14 +116,14 @@ def measure(server: RunningServer, scenario: Scenario, connections: int, duratio
     which the figures alone would hide).
     """
     before_workers = set(server.worker_pids())
-    cpu_before = tree_cpu_seconds(server.pid)
+    user_before, system_before = tree_cpu_split(server.pid)
     prober = Prober(server.port, scenario.path, server.client).start()
     try:
         result = run_wrk(wrk, server.url + scenario.path, connections, duration_s, scenario.timeout,
                          scenario.script_args)
     finally:
         probes = prober.stop()
-    cpu_after = tree_cpu_seconds(server.pid)
+    user_after, system_after = tree_cpu_split(server.pid)
     after_workers = set(server.worker_pids())
     change = ""
     if after_workers != before_workers:
@@ -137,7 +138,9 @@ def measure(server: RunningServer, scenario: Scenario, connections: int, duratio
         p50_us=result.latency_us["p50"],
         p99_us=result.latency_us["p99"],
         max_us=result.latency_us["max"],
-        cpu_us_per_request=(cpu_after - cpu_before) * 1e6 / requests if requests else math.nan,
+        cpu_us_per_request=(user_after + system_after - user_before - system_before) * 1e6 / requests
+        if requests else math.nan,
+        kernel_us_per_request=(system_after - system_before) * 1e6 / requests if requests else math.nan,
         worker_rss_kib=_median_of(rss),
         worker_pss_kib=_median_of(pss),
         errors=result.error_count,
