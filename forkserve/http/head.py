@@ -13,17 +13,20 @@ requests the head arrives in one ``recv``, so each check is a C-level scan of it
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import h11
 
 from forkserve.http.errors import HttpError
-from forkserve.settings.registry import Config
+from forkserve.http.requesthead import (
+    HOST,
+    SHORT_DIGITS,
+    HeadLimits,
+    RequestHead,
+    header_tokens,
+    ordinary_head,
+)
 
 RECV_SIZE = 65536  # bytes asked of the kernel per read
-HARD_LINE_LIMIT = 65536
-HARD_FIELD_LIMIT = 32768
-HARD_HEAD_LIMIT = 1 << 20
 
 _METHOD = re.compile(rb"[A-Z0-9!#$%&'*+.^_`|~-]+\Z")
 _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])\Z")
@@ -33,53 +36,6 @@ _DIGITS = re.compile(rb"[0-9]+\Z")
 _BARE_CR_OR_LF = re.compile(rb"(?<!\r)\n|\r(?=[^\n])")
 MAX_EMPTY_LINES = 8
 _LINE_END_BYTES = (b"\r", b"\n")
-_HOST = re.compile(
-    rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9!$&'()*+,;=._~%-]*)(?::[0-9]*)?\Z"
-)
-
-
-@dataclass(frozen=True)
-class HeadLimits:
-    """The request limits from the settings, resolved to concrete numbers once per worker."""
-
-    line: int
-    fields: int
-    field_size: int
-    head_timeout: float
-    header_map: str
-    permit_folding: bool
-
-    @property
-    def head_size(self) -> int:
-        return min(self.line + 2 + self.fields * (self.field_size + 2) + 2, HARD_HEAD_LIMIT)
-
-    @classmethod
-    def from_config(cls, config: Config) -> HeadLimits:
-        return cls(
-            line=config.limit_request_line or HARD_LINE_LIMIT,
-            fields=config.limit_request_fields or HARD_FIELD_LIMIT,
-            field_size=config.limit_request_field_size or HARD_LINE_LIMIT,
-            head_timeout=config.header_timeout,
-            header_map=config.header_map,
-            permit_folding=config.permit_obsolete_folding,
-        )
-
-
-@dataclass(slots=True)
-class RequestHead:
-    """A parsed, checked request head, and the bytes received after it (body, next request)."""
-
-    method: bytes
-    target: bytes
-    version: bytes
-    headers: list[tuple[bytes, bytes]]
-    leftover: bytes
-    keep_alive: bool
-    must_close: bool
-    chunked: bool
-    content_length: int | None
-    expect_continue: bool
-    host: bytes
 
 
 def _check_request_line(line: bytes, limits: HeadLimits) -> list[bytes]:
@@ -151,10 +107,6 @@ def parse_head(head: bytes, limits: HeadLimits) -> h11.Request:
         return h11.Request(method=method, target=target, headers=headers, http_version=version[5:])
     except h11.LocalProtocolError as error:
         raise HttpError(error.error_status_hint, str(error)) from None
-
-
-def _header_tokens(value: bytes) -> set[bytes]:
-    return {token.strip().lower() for token in value.split(b",")}
 
 
 class HeadReader:
@@ -261,7 +213,7 @@ def _describe(request: h11.Request, leftover: bytes) -> RequestHead:
     headers = [(name, value) for _, name, value in request.headers._full_items]
     for name, value in headers:
         if name == b"connection":
-            connection_tokens |= _header_tokens(value)
+            connection_tokens |= header_tokens(value)
         elif name == b"content-length":
             had_length = True
             content_length = int(value)
@@ -270,7 +222,7 @@ def _describe(request: h11.Request, leftover: bytes) -> RequestHead:
         elif name == b"host":
             host = value
         elif name == b"expect":
-            expect_continue = b"100-continue" in _header_tokens(value)
+            expect_continue = b"100-continue" in header_tokens(value)
     if chunked:
         if version == b"1.0":
             raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")
@@ -278,7 +230,7 @@ def _describe(request: h11.Request, leftover: bytes) -> RequestHead:
     target = request.target
     if target[:1] != b"/":
         host = _absolute_form_authority(target, host, request.method)
-    if host and not _HOST.match(host):
+    if host and not HOST.match(host):
         raise HttpError(400, "malformed Host header")
     # RFC 9112 9.6: a "close" option closes, whatever else the field lists; HTTP/1.0 stays
     # open only when asked to with "keep-alive".
@@ -330,7 +282,6 @@ _FAST_REQUEST_LINE = re.compile(rb"(GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS) (/[\
 # Fields: a token, a colon, spaces, then visible ASCII with single inner spaces allowed, nothing
 # trailing. (h11 accepts all of these; what it also accepts goes to the strict path.)
 _FAST_FIELDS = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+: *(?:[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?\r\n)*\Z")
-_FAST_DIGITS = re.compile(rb"[0-9]{1,18}\Z")
 
 
 def fast_head(head: bytes, leftover: bytes, limits: HeadLimits) -> RequestHead | None:
@@ -367,7 +318,7 @@ def fast_head(head: bytes, leftover: bytes, limits: HeadLimits) -> RequestHead |
                 return None
             host = value
         elif name == b"content-length":
-            if content_length is not None or not _FAST_DIGITS.match(value):
+            if content_length is not None or not SHORT_DIGITS.match(value):
                 return None
             content_length = int(value)
         elif name == b"transfer-encoding":
@@ -380,28 +331,5 @@ def fast_head(head: bytes, leftover: bytes, limits: HeadLimits) -> RequestHead |
             return None
         headers.append((name, value))
     version = b"1.1" if request.group(3) == b"1" else b"1.0"
-    if host is None:
-        if version == b"1.1":
-            return None
-        host = b""
-    elif not _HOST.match(host):
-        return None
-    if connection:
-        tokens = {token.strip().lower() for token in connection.split(b",")}
-        close = b"close" in tokens
-        keep_alive = not close and (version == b"1.1" or b"keep-alive" in tokens)
-    else:
-        keep_alive = version == b"1.1"
-    return RequestHead(
-        method=request.group(1),
-        target=request.group(2),
-        version=version,
-        headers=headers,
-        leftover=leftover,
-        keep_alive=keep_alive,
-        must_close=False,
-        chunked=False,
-        content_length=content_length,
-        expect_continue=version == b"1.1" and b"100-continue" in {t.strip().lower() for t in expect.split(b",")},
-        host=host,
-    )
+    return ordinary_head(request.group(1), request.group(2), version, headers, leftover, host, content_length,
+                         connection, expect)
