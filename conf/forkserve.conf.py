@@ -147,6 +147,11 @@ header_map = 'drop'
 # obsolete-folding)
 permit_obsolete_folding = False
 
+# What reads ordinary request heads: 'h11' (a one-pass Python fast path), 'httptools' (llhttp, in C:
+# pip install 'forkserve[fast]'), or 'auto' (httptools when it imports, else h11). Either way anything
+# unusual goes to h11 with forkserve's stricter checks, which decides. (command line: --http-parser)
+http_parser = 'h11'
+
 # Use os.sendfile for wsgi.file_wrapper responses of regular files; --no-sendfile iterates the file in
 # blocks instead. (command line: --sendfile)
 sendfile = True

@@ -170,6 +170,10 @@ SHARED: dict[str, Shared] = {
     "pythonpath": Shared(),
     "permit_obsolete_folding": Shared(),
     "header_map": Shared(),
+    "http_parser": Shared(DIFFERENT, "default `h11` (gunicorn: `auto`); gunicorn's `python` is `h11`, its "
+                          "`fast` is `httptools` (a C parser either way: llhttp here, gunicorn_h1c there; "
+                          "`pip install 'forkserve[fast]'`), `auto` the C parser when installed; h11 "
+                          "still judges anything unusual"),
     **{hook: Shared(SAME, _HOOK_OBJECTS) for hook in (
         "on_starting", "on_reload", "when_ready", "pre_fork", "post_fork", "post_worker_init",
         "worker_int", "worker_abort", "pre_exec", "pre_request", "child_exit", "worker_exit",
@@ -229,9 +233,6 @@ ANSWERS: dict[str, Answer] = {
         "forkserve takes no WSGI variables from headers: set SCRIPT_NAME in the environment "
         "(raw_env = ['SCRIPT_NAME=/prefix']), or strip the prefix in nginx",
         ("--forwarder-headers",), inert=("SCRIPT_NAME,PATH_INFO",)),
-    "http_parser": Answer(
-        "there is no parser to choose: ordinary heads take a one-pass fast path, anything else h11 "
-        "with forkserve's stricter checks", ("--http-parser",), inert=("auto",)),
     # -- TLS
     "ssl_version": Answer(
         _TLS, ("--ssl-version",),
@@ -363,9 +364,33 @@ def gunicorn_spelling(name: str, given: Any, value: Any) -> str:
     if name == "worker_class" and isinstance(given, (str, type)) and given != value:
         shown = given if isinstance(given, str) else f"{given.__module__}.{given.__qualname__}"
         return f", gunicorn's '{shown}'" if shown.strip().lower() != value else ""
-    if name == "sendfile" and given is None:
+    if name in ("sendfile", "http_parser") and given is None:
         return ", gunicorn's None"
+    if name == "http_parser" and isinstance(given, str) and given.strip().lower() != value:
+        return f", gunicorn's '{given}'"
     return ""
+
+
+# -- http_parser: forkserve's two parsers by gunicorn's words too ---------------------------------
+
+_PARSER_SPELLINGS = {"h11": "h11", "python": "h11", "httptools": "httptools", "fast": "httptools", "auto": "auto"}
+FAST_EXTRA = "pip install 'forkserve[fast]'"
+
+
+def http_parser(value: Any) -> str:
+    """'h11', 'httptools' or 'auto', by forkserve's words or gunicorn's ('python', 'fast'; None is
+    gunicorn's 'auto'). An explicit 'httptools' must import here, so a missing install stops the
+    start (or a HUP) with the fix, instead of leaving workers that cannot read a request."""
+    key = "auto" if value is None else value.strip().lower() if isinstance(value, str) else None
+    if key not in _PARSER_SPELLINGS:
+        raise ValueError(f"expected one of h11, httptools, auto (gunicorn's python, fast), got {value!r}")
+    parser = _PARSER_SPELLINGS[key]
+    if parser == "httptools":
+        try:
+            import httptools  # noqa: F401 -- only whether it imports
+        except ImportError as error:
+            raise ValueError(f"= '{value}': httptools cannot be imported ({error}): {FAST_EXTRA}") from None
+    return parser
 
 
 # -- worker_class: gunicorn's spellings of forkserve's worker, and answers for the others ----------

@@ -18,7 +18,7 @@ from typing import Any
 
 from forkserve.settings import validators as v
 from forkserve.settings.cpus import default_worker_count
-from forkserve.settings.gunicorn_compat import gunicorn_spelling, worker_class
+from forkserve.settings.gunicorn_compat import gunicorn_spelling, http_parser, worker_class
 
 SECTIONS = (
     "Config",
@@ -223,6 +223,11 @@ def _settings() -> list[Setting]:
         s("permit_obsolete_folding", "HTTP", False, v.boolean,
           "Accept obsolete line folding in header values instead of answering 400.",
           ("--permit-obsolete-folding",), kind="flag"),
+        s("http_parser", "HTTP", "h11", http_parser,
+          "What reads ordinary request heads: 'h11' (a one-pass Python fast path), 'httptools' (llhttp, "
+          "in C: pip install 'forkserve[fast]'), or 'auto' (httptools when it imports, else h11). "
+          "Either way anything unusual goes to h11 with forkserve's stricter checks, which decides.",
+          ("--http-parser",), "PARSER"),
         s("sendfile", "HTTP", True, v.boolean_or_none(True),
           "Use os.sendfile for wsgi.file_wrapper responses of regular files; --no-sendfile "
           "iterates the file in blocks instead.",
@@ -361,27 +366,6 @@ def _settings() -> list[Setting]:
 # (Kept in one block of their own; each lands in its section of the reference.)
 
 
-def _statsd_address(value: Any) -> str | None:
-    """gunicorn's statsd_host: HOST:PORT (port 8125 when left out), [IPv6]:PORT or unix:PATH."""
-    text = v.optional_string(value)
-    if not text:
-        return None
-    if text.startswith("unix:"):
-        if not text[5:].lstrip("/"):
-            raise ValueError(f"needs a path after 'unix:', got {text!r}")
-        return "unix:" + (text[7:] if text.startswith("unix://") else text[5:])
-    if text.startswith("["):
-        host, _, port = text.partition("]")
-        host, port = host + "]", port.removeprefix(":")
-    elif text.count(":") > 1:
-        host, port = f"[{text}]", ""
-    else:
-        host, _, port = text.partition(":")
-    if host in ("", "[]") or (port and not (port.isdigit() and 0 < int(port) < 65536)):
-        raise ValueError(f"must be HOST:PORT or unix:PATH, got {text!r}")
-    return f"{host}:{port or 8125}"
-
-
 def _operations_settings() -> list[Setting]:
     s = Setting
     return [
@@ -404,7 +388,7 @@ def _operations_settings() -> list[Setting]:
           "With max_workers: seconds with at least one idle worker and no queueing after which the "
           "fleet shrinks by one (never below 'workers').",
           ("--scale-down-after",), "SECONDS"),
-        s("statsd_host", "Stats", None, _statsd_address,
+        s("statsd_host", "Stats", None, v.statsd_address,
           "Send metrics to this StatsD (or DogStatsD) server: HOST:PORT or unix:PATH (a datagram "
           "socket), with gunicorn's metric names. Never blocks or fails a request.",
           ("--statsd-host",), "ADDRESS"),

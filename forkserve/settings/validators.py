@@ -305,3 +305,24 @@ def proxy_protocol(value: Any) -> str:
     if isinstance(value, str) and value.strip().lower() in ("false", "no", "0"):
         return "off"
     return choice("off", "v1", "v2", "auto")(value)
+
+
+def statsd_address(value: Any) -> str | None:
+    """gunicorn's statsd_host: HOST:PORT (port 8125 when left out), [IPv6]:PORT or unix:PATH."""
+    text = optional_string(value)
+    if not text:
+        return None
+    if text.startswith("unix:"):
+        if not text[5:].lstrip("/"):
+            raise ValueError(f"needs a path after 'unix:', got {text!r}")
+        return "unix:" + (text[7:] if text.startswith("unix://") else text[5:])
+    if text.startswith("["):
+        host, _, port = text.partition("]")
+        host, port = host + "]", port.removeprefix(":")
+    elif text.count(":") > 1:
+        host, port = f"[{text}]", ""
+    else:
+        host, _, port = text.partition(":")
+    if host in ("", "[]") or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+        raise ValueError(f"must be HOST:PORT or unix:PATH, got {text!r}")
+    return f"{host}:{port or 8125}"

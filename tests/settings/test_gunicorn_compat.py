@@ -59,15 +59,15 @@ def test_no_gunicorn_name_is_both_a_forkserve_setting_and_answered():
 def test_an_answer_stops_being_used_once_the_setting_exists(monkeypatch, in_tmp):
     """The TLS, StatsD, ... settings land while their answer lines are still in the table: the
     setting wins everywhere (flags, config file, docs) before anyone deletes the line."""
-    setting = Setting("http_parser", "HTTP", "auto", v.string, "Parser.", ("--http-parser",), "PARSER")
-    monkeypatch.setitem(SETTINGS, "http_parser", setting)
-    assert compat.answer_for("http_parser", SETTINGS) is None
-    assert resolve(["--http-parser", "h11"], {}).http_parser == "h11"
-    (in_tmp / "forkserve.conf.py").write_text("http_parser = 'fast'\n")
-    assert resolve([], {}).http_parser == "fast"
+    setting = Setting("http_protocols", "HTTP", "h1", v.string, "Protocols.", ("--http-protocols",), "LIST")
+    monkeypatch.setitem(SETTINGS, "http_protocols", setting)
+    assert compat.answer_for("http_protocols", SETTINGS) is None
+    assert resolve(["--http-protocols", "h2"], {}).http_protocols == "h2"
+    (in_tmp / "forkserve.conf.py").write_text("http_protocols = 'h2,h1'\n")
+    assert resolve([], {}).http_protocols == "h2,h1"
     from forkserve.settings import docs
 
-    assert docs.gunicorn_rows()["http_parser"] == ("see the settings reference", "a forkserve setting")
+    assert docs.gunicorn_rows()["http_protocols"] == ("see the settings reference", "a forkserve setting")
 
 
 def _takes(option: gunicorn.config.Setting) -> str:
@@ -152,7 +152,7 @@ def test_answers_are_one_line_and_name_something_to_do():
 
 def test_gunicorns_extra_flag_spellings_are_accepted_but_hidden():
     help_text = build_parser().format_help()
-    for hidden in ("--limit-request-field_size", "--http-parser", "--paste", "--spew"):
+    for hidden in ("--limit-request-field_size", "--http-protocols", "--paste", "--spew"):
         assert hidden not in help_text
     assert resolve(["--limit-request-field_size", "100"], {}).limit_request_field_size == 100
     assert resolve(["--no-sendfile"], {}).sendfile is False
@@ -222,8 +222,9 @@ def test_print_config_says_which_gunicorn_spelling_a_value_came_from(in_tmp):
 
 
 def test_gunicorn_only_flag_on_the_command_line_gets_its_answer(in_tmp):
-    assert refused("--http-parser", "httptools", cwd=in_tmp) == (
-        "forkserve: error: --http-parser (gunicorn's 'http_parser') is not in forkserve: there is no parser to choose: ordinary heads take a one-pass fast path, anything else h11 with forkserve's stricter checks\n"
+    assert refused("--http-protocols", "h2,h1", cwd=in_tmp) == (
+        "forkserve: error: --http-protocols (gunicorn's 'http_protocols') is not in forkserve: forkserve speaks "
+        "HTTP/1.1: let nginx speak HTTP/2 to clients (http2 on) and HTTP/1.1 to forkserve\n"
     )
     assert refused(env={"FORKSERVE_CMD_ARGS": "--spew"}, cwd=in_tmp) == (
         "forkserve: error: FORKSERVE_CMD_ARGS: --spew (gunicorn's 'spew') is not in forkserve: trace one "
@@ -232,10 +233,11 @@ def test_gunicorn_only_flag_on_the_command_line_gets_its_answer(in_tmp):
 
 
 def test_gunicorn_only_name_in_a_config_file_gets_its_answer_not_a_did_you_mean(in_tmp):
-    (in_tmp / "gunicorn.conf.py").write_text("workers = 2\nhttp_parser = 'httptools'\n")
+    (in_tmp / "gunicorn.conf.py").write_text("workers = 2\ncasefold_http_method = True\n")
     assert refused("-c", "gunicorn.conf.py", cwd=in_tmp) == (
-        "forkserve: error: gunicorn setting 'http_parser' in gunicorn.conf.py line 2 is not in forkserve: "
-        "there is no parser to choose: ordinary heads take a one-pass fast path, anything else h11 with forkserve's stricter checks\n"
+        "forkserve: error: gunicorn setting 'casefold_http_method' in gunicorn.conf.py line 2 is not in "
+        "forkserve: forkserve refuses lower-case methods with 400; the request parser does not relax its "
+        "checks: fix the client, or rewrite the request in the proxy\n"
     )
     (in_tmp / "gunicorn.conf.py").write_text("logconfig_json = 'logging.json'\n")
     with pytest.raises(UsageError) as error:
@@ -252,7 +254,7 @@ def test_gunicorn_only_name_in_a_config_file_gets_its_answer_not_a_did_you_mean(
     ("paste = 'production.ini'", ("is not in forkserve: load the app in a module of yours: application = "
                                  "paste.deploy.loadapp('config:' + os.path.abspath('production.ini'))")),
     ("dirty_apps = ['shop.ml:Model']", "is not in forkserve: forkserve has no dirty worker pool"),
-    ("http_parser = 'fast'", "is not in forkserve: there is no parser to choose"),
+    ("strip_header_spaces = True", "is not in forkserve: forkserve refuses a space before the colon with 400"),
 ])
 def test_one_answer_per_kind_of_gunicorn_only_setting(in_tmp, line, answer):
     (in_tmp / "gunicorn.conf.py").write_text(line + "\n")
@@ -263,14 +265,14 @@ def test_one_answer_per_kind_of_gunicorn_only_setting(in_tmp, line, answer):
 
 def test_gunicorn_only_settings_that_ask_for_nothing_are_accepted_and_noted(in_tmp):
     (in_tmp / "gunicorn.conf.py").write_text(
-        "spew = False\ntmp_upload_dir = None\nhttp_parser = 'auto'\nasgi_loop = 'uvloop'\n"
+        "spew = False\ntmp_upload_dir = None\ncasefold_http_method = False\nasgi_loop = 'uvloop'\n"
         "def ssl_context(conf, default_ssl_context_factory):\n    return default_ssl_context_factory()\n"
     )
     config = resolve(["-c", "gunicorn.conf.py", "--proxy-protocol", "off"], {})
     assert config.proxy_protocol == "off" and config.hook("ssl_context") is not None  # real settings now
     assert config.notes == [
         "gunicorn setting 'spew' = False (gunicorn.conf.py line 1) ignored: it is gunicorn's default",
-        "gunicorn setting 'http_parser' = 'auto' (gunicorn.conf.py line 3) ignored: it is gunicorn's default",
+        "gunicorn setting 'casefold_http_method' = False (gunicorn.conf.py line 3) ignored: it is gunicorn's default",
     ]
     assert [warning.split(" ignored: ")[0] for warning in config.warnings] == [
         "gunicorn setting 'tmp_upload_dir' (gunicorn.conf.py line 2)",
@@ -303,8 +305,8 @@ def test_gunicorn_cmd_args_is_read_when_forkserve_cmd_args_is_not_set(in_tmp):
     config = resolve([], {"GUNICORN_CMD_ARGS": "-w 3", "FORKSERVE_CMD_ARGS": "-w 4"})
     assert config.workers == 4
     assert config.warnings == ["GUNICORN_CMD_ARGS is ignored: FORKSERVE_CMD_ARGS is set"]
-    with pytest.raises(UsageError, match=r"^GUNICORN_CMD_ARGS: --http-parser \(gunicorn's 'http_parser'\)"):
-        resolve([], {"GUNICORN_CMD_ARGS": "--http-parser httptools"})
+    with pytest.raises(UsageError, match=r"^GUNICORN_CMD_ARGS: --http-protocols \(gunicorn's 'http_protocols'\)"):
+        resolve([], {"GUNICORN_CMD_ARGS": "--http-protocols h2"})
 
 
 def test_config_as_python_module_or_file_uri_as_in_gunicorn(in_tmp):
