@@ -8,7 +8,8 @@ know about its listener, it depends on the small protocols in :mod:`.protocols`.
 framing take bytes and sockets they are handed, never find them.
 
 - :mod:`.head` reads the request head under limits and a deadline, and makes the checks h11 does
-  not make;
+  not make; ordinary heads take a one-pass reader first (its fast path, or :mod:`.llhttp_head`
+  with ``http_parser = 'httptools'``), and :mod:`.requesthead` is what a checked head is;
 - :mod:`.body` is the request body as ``wsgi.input``;
 - :mod:`.response` frames and writes the response (the head is built here, not by h11);
 - :mod:`.errors` and :mod:`.dates` are the refusals and the Date header;

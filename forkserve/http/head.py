@@ -8,11 +8,16 @@ Content-Length / Transfer-Encoding rules. h11's connection state machine is not 
 framing (forkserve.http.body) and the response (forkserve.http.response) are ours, so driving
 the state machine per request would cost about half of h11's time for nothing. For ordinary
 requests the head arrives in one ``recv``, so each check is a C-level scan of it.
+
+Ordinary heads first go to a one-pass reader, chosen once per connection from the limits (the
+``http_parser`` setting): the fast path below, or llhttp's (:mod:`.llhttp_head`). Either gives
+exactly the head the strict path would read, or None, and then the strict path decides.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import h11
 
@@ -25,6 +30,10 @@ from forkserve.http.requesthead import (
     header_tokens,
     ordinary_head,
 )
+
+# A one-pass reader of ordinary heads: the head (ending in CRLF CRLF), the bytes after it and the
+# limits in; the RequestHead the strict path would read, or None to leave the head to that path.
+OrdinaryReader = Callable[[bytes, bytes, HeadLimits], RequestHead | None]
 
 RECV_SIZE = 65536  # bytes asked of the kernel per read
 
@@ -118,10 +127,11 @@ class HeadReader:
     refused at once, not at the header deadline). Deadlines are the caller's: this only parses.
     """
 
-    __slots__ = ("checked", "held", "limits", "line_done", "raw")
+    __slots__ = ("checked", "held", "limits", "line_done", "ordinary", "raw")
 
     def __init__(self, limits: HeadLimits) -> None:
         self.limits = limits
+        self.ordinary = ordinary_reader(limits.parser)
         self.raw = b""  # the head so far, from its request line on
         self.held = b""  # empty lines (CRLFs) received before the request line, not yet ignored
         self.checked = 0  # how much of raw the partial checks have seen
@@ -160,7 +170,7 @@ class HeadReader:
         self.raw = b""
         self.checked = 0
         self.line_done = False
-        head = fast_head(raw[:end], raw[end:], limits)
+        head = self.ordinary(raw[:end], raw[end:], limits)
         if head is not None:
             return head
         return _describe(parse_head(raw[:end], limits), raw[end:])
@@ -333,3 +343,13 @@ def fast_head(head: bytes, leftover: bytes, limits: HeadLimits) -> RequestHead |
     version = b"1.1" if request.group(3) == b"1" else b"1.0"
     return ordinary_head(request.group(1), request.group(2), version, headers, leftover, host, content_length,
                          connection, expect)
+
+
+def ordinary_reader(parser: str) -> OrdinaryReader:
+    """The one-pass reader for the ``http_parser`` setting (resolved): the fast path, or llhttp's
+    (imported only here, so a worker on the default never loads httptools)."""
+    if parser == "httptools":
+        from forkserve.http.llhttp_head import httptools_head
+
+        return httptools_head
+    return fast_head

@@ -1,12 +1,12 @@
 """What a checked request head is, the limits it is checked against, and the facts an ordinary
 head decides.
 
-Two paths make a :class:`RequestHead`: the strict path (forkserve's checks, then h11) and the
-one-pass fast path for ordinary heads, which must build exactly the RequestHead the strict path
-would. What an ordinary head's few deciding fields mean (Host, Connection, Expect) is written
-once, in :func:`ordinary_head`, so another one-pass reader would only differ in how it finds
-those fields. This module imports nothing else of forkserve's HTTP layer, so each reader can
-import it without a cycle.
+Three readers make a :class:`RequestHead`: the strict path (forkserve's checks, then h11) and the
+two one-pass readers for ordinary heads, the regular-expression fast path and the optional
+llhttp one. Both one-pass readers must build exactly the RequestHead the strict path would, so
+what an ordinary head's few deciding fields mean (Host, Connection, Expect) is written once, in
+:func:`ordinary_head`, and the readers only differ in how they find those fields. This module
+imports nothing else of forkserve's HTTP layer, so each reader can import it without a cycle.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ SHORT_DIGITS = re.compile(rb"[0-9]{1,18}\Z")
 
 @dataclass(frozen=True)
 class HeadLimits:
-    """The request limits from the settings, resolved to concrete numbers once per worker."""
+    """The request limits from the settings, resolved to concrete numbers once per worker, and
+    the reader ordinary heads take (``parser``: 'h11' for the fast path, 'httptools' for llhttp;
+    'auto' is resolved here, so each worker decides once)."""
 
     line: int
     fields: int
@@ -36,6 +38,7 @@ class HeadLimits:
     head_timeout: float
     header_map: str
     permit_folding: bool
+    parser: str = "h11"
 
     @property
     def head_size(self) -> int:
@@ -50,7 +53,20 @@ class HeadLimits:
             head_timeout=config.header_timeout,
             header_map=config.header_map,
             permit_folding=config.permit_obsolete_folding,
+            parser=resolve_parser(config.http_parser),
         )
+
+
+def resolve_parser(name: str) -> str:
+    """'auto' becomes 'httptools' when httptools imports, else 'h11'; the others stay. (An
+    explicit 'httptools' that cannot import is refused when the settings are read.)"""
+    if name != "auto":
+        return name
+    try:
+        import httptools  # noqa: F401 -- only whether it imports; the worker uses it next
+    except ImportError:
+        return "h11"
+    return "httptools"
 
 
 @dataclass(slots=True)

@@ -1,7 +1,8 @@
 """The request-case corpus: every file in tests/requests/ is a raw request and what must happen.
 
 Each case runs against one real server (module scope) in three chunkings — the whole request in
-one send, one byte per send, and one send per CRLF-ended line — and each time the test checks:
+one send, one byte per send, and one send per CRLF-ended line — with each of the two parsers
+(``--http-parser h11``, the default, and ``httptools``), and each time the test checks:
 the statuses of the responses in order, how many times the app was reached (the recording app
 appends a line per request it is handed), whether the server closes the connection or keeps it
 usable (a probe request must then get its own answer, so no stray bytes were left behind),
@@ -150,12 +151,21 @@ def _modes(path: Path) -> tuple[str, ...]:
 # (heads split across records and reads); behind PROXY a byte per send (the header split too).
 MODE_CHUNKINGS = {"tls": ("lines",), "proxy": ("bytes",)}
 PROXY_LINE = b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\n"
+# llhttp's reader (--http-parser httptools) takes the whole corpus in every chunking, buffered: the
+# other modes change what surrounds a complete head (the transport, who reads the body), not how
+# it is read, and tests/http/test_llhttp_head.py holds both parsers to the same RequestHead.
+PARSER_MODES = {"h11": ("buffered", "streaming", "tls", "proxy"), "httptools": ("buffered",)}
+
+
+def _param_id(path: Path, chunking: str, mode: str, parser: str) -> str:
+    return "-".join([path.stem, chunking, *([mode] if mode != "buffered" else []), *([parser] if parser != "h11" else [])])
 
 
 PARAMS = [
-    pytest.param(path, chunking, mode, id=f"{path.stem}-{chunking}" + ("" if mode == "buffered" else f"-{mode}"))
+    pytest.param(path, chunking, mode, parser, id=_param_id(path, chunking, mode, parser))
+    for parser, modes in PARSER_MODES.items()
     for path in CASES
-    for mode in _modes(path)
+    for mode in _modes(path) if mode in modes
     for chunking in Case.load(path).chunkings
     if chunking in MODE_CHUNKINGS.get(mode, CHUNKINGS)
 ]
@@ -163,13 +173,13 @@ PARAMS = [
 
 @pytest.fixture(scope="module")
 def corpus_servers(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """One server per buffering mode, started when first needed."""
-    servers: dict[str, tuple[Server, Path]] = {}
+    """One server per buffering mode and parser, started when first needed."""
+    servers: dict[tuple[str, str], tuple[Server, Path]] = {}
 
-    def get(mode: str) -> tuple[Server, Path]:
-        if mode not in servers:
-            servers[mode] = _start_corpus_server(tmp_path_factory, mode)
-        return servers[mode]
+    def get(mode: str, parser: str) -> tuple[Server, Path]:
+        if (mode, parser) not in servers:
+            servers[mode, parser] = _start_corpus_server(tmp_path_factory, mode, parser)
+        return servers[mode, parser]
 
     try:
         yield get
@@ -178,7 +188,7 @@ def corpus_servers(tmp_path_factory: pytest.TempPathFactory) -> Any:
             server.stop()
 
 
-def _start_corpus_server(tmp_path_factory: pytest.TempPathFactory, mode: str) -> tuple[Server, Path]:
+def _start_corpus_server(tmp_path_factory: pytest.TempPathFactory, mode: str, parser: str) -> tuple[Server, Path]:
     hits = tmp_path_factory.mktemp("corpus") / "hits.jsonl"
     hits.touch()
     port = free_port()
@@ -186,10 +196,11 @@ def _start_corpus_server(tmp_path_factory: pytest.TempPathFactory, mode: str) ->
     if mode == "tls":
         pair = make_authority(tmp_path_factory.mktemp("corpus-ca")).issue("server", "localhost")
         extra = ["--certfile", str(pair.cert), "--keyfile", str(pair.key)]
-    server = Server(["-b", f"127.0.0.1:{port}", *extra, *SERVER_ARGS], env={"FORKSERVE_TEST_HITS": str(hits)},
+    server = Server(["-b", f"127.0.0.1:{port}", "--http-parser", parser, *extra, *SERVER_ARGS],
+                    env={"FORKSERVE_TEST_HITS": str(hits)},
                     address=("127.0.0.1", port))
     try:
-        wait_for(lambda: _probe(server, mode), 15, message=f"the {mode} corpus server")
+        wait_for(lambda: _probe(server, mode), 15, message=f"the {mode} corpus server ({parser})")
     except BaseException:
         server.stop()
         raise
@@ -230,9 +241,9 @@ def test_corpus_is_large_and_loads() -> None:
         Case.load(path)
 
 
-@pytest.mark.parametrize(("path", "chunking", "mode"), PARAMS)
-def test_request_case(corpus_servers: Any, path: Path, chunking: str, mode: str) -> None:
-    server, hits_file = corpus_servers(mode)
+@pytest.mark.parametrize(("path", "chunking", "mode", "parser"), PARAMS)
+def test_request_case(corpus_servers: Any, path: Path, chunking: str, mode: str, parser: str) -> None:
+    server, hits_file = corpus_servers(mode, parser)
     case = Case.load(path, mode)
     hits_before = len(_hit_lines(hits_file))
     log_before = len(server.log())
