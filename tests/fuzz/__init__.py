@@ -2,7 +2,8 @@
 
 Hypothesis generates request byte streams (strategies), which are sent to a real forkserve
 process in several chunkings (wire), judged by oracles, the main one a differential against h11
-(reference, oracles), and run as a short test in the suite (test_fuzz) or as a long run
+(reference, oracles), with a differential between forkserve's two parsers in process (parsers),
+and run as a short test in the suite (test_fuzz) or as a long run
 (``python -m tests.fuzz``; runner, shrink, __main__).
 
 The modules import the test helpers (``conftest.Server``, ``http_wire``) the way the tests do,

@@ -1,15 +1,19 @@
-"""The long run: ``python -m tests.fuzz --cases 100000 [--seed N] [--workers 2] [--jobs K]``.
+"""The long run: ``python -m tests.fuzz --cases 100000 [--seed N] [--workers 2] [--jobs K] [--parser P]``.
 
-Starts one forkserve (``--workers`` workers), runs the cases in ``--jobs`` client processes,
-prints progress, then shrinks the smallest failing case of each class alone against the server,
-writes each reproducer (raw bytes and a description) into a directory it prints, and reports
-cases run, failures by class, elapsed time and rate. Exits 1 when anything failed.
-``--replay FILE`` plays one saved reproducer instead and prints its verdict.
+Starts forkserve (``--workers`` workers) — with ``--parser both`` (the default) two of them, one
+per parser (``--http-parser h11`` and ``httptools``), whose cases also go through both parsers in
+process (the differential oracle, parsers.py); with ``h11`` or ``httptools`` one server with
+that parser — runs the cases in ``--jobs`` client processes, prints progress, then shrinks the
+smallest failing case of each class alone against the server it failed on, writes each
+reproducer (raw bytes and a description) into a directory it prints, and reports cases run,
+failures by class, elapsed time and rate. Exits 1 when anything failed. ``--replay FILE`` plays
+one saved reproducer instead, on each server, and prints its verdict.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import random
@@ -25,6 +29,7 @@ from .shrink import Budget, shrink
 from .strategies import Case, Chunking
 
 VERIFY_TRIES = 3  # plays before a reproducer counts as not failing again (timing may vary)
+PARSERS = {"h11": ("h11",), "httptools": ("httptools",), "both": ("h11", "httptools")}
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -45,6 +50,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--server-root", type=Path, default=None,
                         help="run the forkserve of this checkout (e.g. an old commit's `git archive`)")
     parser.add_argument("--replay", type=Path, default=None, help="play one reproducer (.bin) and exit")
+    parser.add_argument("--parser", choices=PARSERS, default="both",
+                        help="the server's --http-parser; 'both' (default): a server per parser, cases "
+                             "split between them, and the two parsers compared in process on every case")
     return parser.parse_args(argv)
 
 
@@ -67,11 +75,15 @@ def _describe(case: Case, failure: str) -> str:
     }, indent=2)
 
 
-def _shrink_all(fuzzer: Fuzzer, tally: Tally, out: Path, seconds: float) -> None:
-    """Shrink each class's smallest case alone against the server and write its reproducer."""
+def _shrink_all(fuzzers: dict[str, Fuzzer], tally: Tally, out: Path, seconds: float) -> None:
+    """Shrink each class's smallest case alone against the server it failed on (a class named
+    ``KIND@PARSER`` came from that parser's server) and write its reproducer."""
     out.mkdir(parents=True, exist_ok=True)
     for kind, (case, detail) in sorted(tally.examples.items()):
-        def failure(candidate: Case, tries: int = 1, kind: str = kind) -> str | None:
+        parser = kind.partition("@")[2] or "h11"
+        fuzzer = fuzzers.get(parser) or next(iter(fuzzers.values()))
+
+        def failure(candidate: Case, tries: int = 1, kind: str = kind, fuzzer: Fuzzer = fuzzer) -> str | None:
             """The detail of ``kind`` failing in one of ``tries`` plays (timing may vary)."""
             for _ in range(tries):
                 found = [f.detail for f in fuzzer.run(candidate).failures if f.kind == kind]
@@ -91,46 +103,56 @@ def _shrink_all(fuzzer: Fuzzer, tally: Tally, out: Path, seconds: float) -> None
         print(f"    {note[:400]}")
 
 
-def _replay(server: FuzzServer, path: Path) -> int:
-    """Play one reproducer, sent the way its description says (whole without one)."""
+def _replay(servers: list[FuzzServer], path: Path, differential: bool) -> int:
+    """Play one reproducer on each server, sent the way its description says (whole without one)."""
     case = Case(path.read_bytes())
     description = path.with_suffix(".json")
     if description.exists():
         saved = json.loads(description.read_text())
         chunking = saved["chunking"]
         case = Case(case.data, Chunking(chunking["kind"], tuple(chunking["cuts"]), chunking["size"]), saved["hold"])
-    fuzzer = Fuzzer(server)
-    verdict = fuzzer.run(case)
-    fuzzer.close()
-    for failure in verdict.failures:
-        print(f"{failure.kind}: {failure.detail}")
-    print("no failure" if not verdict.failures else f"{len(verdict.failures)} failure(s)")
-    return 1 if verdict.failures else 0
+    failed = 0
+    for server in servers:
+        fuzzer = Fuzzer(server, differential=differential)
+        verdict = fuzzer.run(case)
+        fuzzer.close()
+        print(f"--http-parser {server.parser}:")
+        for failure in verdict.failures:
+            print(f"  {failure.kind}: {failure.detail}")
+        print("  no failure" if not verdict.failures else f"  {len(verdict.failures)} failure(s)")
+        failed += len(verdict.failures)
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the long fuzz run (or a replay); 1 if anything failed."""
     options = _arguments(argv)
-    with tempfile.TemporaryDirectory(prefix="forkserve-fuzz-") as scratch, \
-            FuzzServer.running(options.workers, Path(scratch), options.server_root) as server:
+    differential = options.parser == "both"
+    with tempfile.TemporaryDirectory(prefix="forkserve-fuzz-") as scratch, contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(FuzzServer.running(options.workers, Path(scratch) / parser,
+                                                          options.server_root, parser))
+                   for parser in PARSERS[options.parser]]
         if options.replay is not None:
-            return _replay(server, options.replay)
+            return _replay(servers, options.replay, differential)
         seed = options.seed if options.seed is not None else random.randrange(1 << 31)
         plan = Plan(options.cases, seed, options.jobs, options.batch, options.hold_one_in,
-                    options.trickle_one_in, options.probe_every)
-        print(f"fuzzing forkserve at {server.address[0]}:{server.address[1]} ({options.workers} workers): "
-              f"{plan.cases} cases, seed {seed}, {plan.jobs} client processes", flush=True)
+                    options.trickle_one_in, options.probe_every, differential)
+        where = ", ".join(f"{s.address[0]}:{s.address[1]} (--http-parser {s.parser})" for s in servers)
+        print(f"fuzzing forkserve at {where}, {options.workers} workers each: {plan.cases} cases, seed {seed}, "
+              f"{plan.jobs} client processes" + (", the parsers compared on every case" if differential else ""),
+              flush=True)
         started = time.monotonic()
-        tally, trouble = run_parallel(server, plan, options.max_seconds, _progress)
+        tally, trouble = run_parallel(servers, plan, options.max_seconds, _progress)
         elapsed = time.monotonic() - started
         print(f"\ncases run: {tally.cases} in {elapsed:.1f} s ({tally.cases / max(elapsed, 1e-9):.0f} cases/s), "
               f"seed {seed}")
         print(f"stricter than h11 (allowed): {tally.stricter} cases")
         for line in trouble:
             print(f"run trouble: {line}")
-        if not server.alive():
-            print("the server exited during the run")
-            tally.failures["server-exit"] += 1
+        for server in servers:
+            if not server.alive():
+                print(f"the server (--http-parser {server.parser}) exited during the run")
+                tally.failures["server-exit"] += 1
         print("refusals by rule (most common):")
         for rule, count in tally.refusals.most_common(12):
             print(f"  {count:>7}  {rule}")
@@ -141,11 +163,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"failures by class (reproducers in {out}):")
         for kind in tally.failures.keys() - tally.examples.keys():
             print(f"  {kind}: {tally.failures[kind]}")
-        fuzzer = Fuzzer(server)
+        fuzzers = {server.parser: Fuzzer(server, differential=differential) for server in servers}
         try:
-            _shrink_all(fuzzer, tally, out, options.shrink_seconds)
+            _shrink_all(fuzzers, tally, out, options.shrink_seconds)
         finally:
-            fuzzer.close()
+            for fuzzer in fuzzers.values():
+                fuzzer.close()
         return 1
 
 

@@ -2,8 +2,10 @@
 
 ``Fuzzer.run`` plays one case and applies every oracle: the per-connection ones (oracles.judge)
 and the server-wide ones, which only a client that watches the server can check: worker pids
-unchanged, no traceback in the log, a fresh request still served. A connection the server keeps
-open (its probe answered) is reused for the next case: no connect and accept per case.
+unchanged, no traceback in the log, a fresh request still served; and, with ``differential``, the
+in-process comparison of the two parsers (parsers.py). A connection the server keeps open (its
+probe answered) is reused for the next case: no connect and accept per case. Failures on a server
+that runs another parser than the default are classed apart: ``mismatch-head@httptools``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from .oracles import Hit, Verdict, judge, judge_chunking, parse_hits
+from .oracles import Failure, Hit, Verdict, judge, judge_chunking, parse_hits
+from .parsers import compare
 from .reference import Reference, parse
 from .server import BODY_TIMEOUT, HEADER_TIMEOUT, FuzzServer
 from .strategies import Case, Chunking, cases
@@ -43,9 +46,10 @@ def refusal_kind(status: str, reason: str) -> str:
 class Fuzzer:
     """One client: plays cases on a server and judges them. Not thread-safe; one per process."""
 
-    def __init__(self, server: FuzzServer, probe_every: int = 1) -> None:
+    def __init__(self, server: FuzzServer, probe_every: int = 1, differential: bool = False) -> None:
         self.server = server
         self.probe_every = probe_every
+        self.differential = differential
         self.sock: socket.socket | None = None
         self.cases = 0
         self.pids = server.worker_pids()
@@ -83,6 +87,12 @@ class Fuzzer:
                 judge_chunking(case, exchange, hits, whole[0], whole[1], verdict)
         self.cases += 1
         self._check_server(verdict, port, force_probe=not exchange.probe)
+        if self.server.parser != "h11":
+            verdict.failures = [Failure(f"{f.kind}@{self.server.parser}", f.detail) for f in verdict.failures]
+        if self.differential:
+            difference = compare(case.chunking.pieces(case.data))
+            if difference:
+                verdict.add("parsers-differ", difference)
         return verdict
 
     def _play(self, case: Case, reference: Reference) -> tuple[Exchange, list[Hit], int] | str:
@@ -181,11 +191,14 @@ class Plan:
     hold_one_in: int = 200
     trickle_one_in: int = 10
     probe_every: int = 20
+    differential: bool = False  # also compare the two parsers in process, every case
 
 
-def _job(server: FuzzServer, plan: Plan, index: int, queue: multiprocessing.Queue) -> None:
-    """One client process: its share of the cases, a tally per batch onto ``queue``, then None."""
-    fuzzer = Fuzzer(server, plan.probe_every)
+def _job(servers: list[FuzzServer], plan: Plan, index: int, queue: multiprocessing.Queue) -> None:
+    """One client process: its share of the cases, a tally per batch onto ``queue``, then None.
+    With several servers (one per parser), the batches take turns, and the jobs start on
+    different servers."""
+    fuzzers = [Fuzzer(server, plan.probe_every, plan.differential) for server in servers]
     strategy = cases(plan.hold_one_in, plan.trickle_one_in)
     share = plan.cases // plan.jobs + (index < plan.cases % plan.jobs)
     done = batch = 0
@@ -193,27 +206,28 @@ def _job(server: FuzzServer, plan: Plan, index: int, queue: multiprocessing.Queu
         while done < share:
             tally = Tally()
             seed = plan.seed * 1_000_000 + index * 10_000 + batch
-            explore(fuzzer, strategy, seed, min(plan.batch, share - done), tally)
+            explore(fuzzers[(index + batch) % len(fuzzers)], strategy, seed, min(plan.batch, share - done), tally)
             queue.put((index, tally))
             if not tally.cases:
                 break
             done += tally.cases
             batch += 1
     finally:
-        fuzzer.close()
+        for fuzzer in fuzzers:
+            fuzzer.close()
         queue.put((index, None))
 
 
-def run_parallel(server: FuzzServer, plan: Plan, seconds: float,
+def run_parallel(servers: list[FuzzServer], plan: Plan, seconds: float,
                  progress: Callable[[Tally, float], None]) -> tuple[Tally, list[str]]:
-    """Run ``plan`` in ``plan.jobs`` client processes against ``server``, for at most ``seconds``.
+    """Run ``plan`` in ``plan.jobs`` client processes against ``servers``, for at most ``seconds``.
 
     Returns the merged tally and any trouble with the jobs themselves (one that died, or the
     deadline). ``progress(tally, elapsed)`` is called every few seconds.
     """
     context = multiprocessing.get_context("fork")
     queue: multiprocessing.Queue = context.Queue()
-    jobs = [context.Process(target=_job, args=(server, plan, index, queue), daemon=True)
+    jobs = [context.Process(target=_job, args=(servers, plan, index, queue), daemon=True)
             for index in range(plan.jobs)]
     for job in jobs:
         job.start()

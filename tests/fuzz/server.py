@@ -4,7 +4,8 @@ Started through ``conftest.Server`` (its own process group, killed whole at the 
 header/body timeouts, so a stalled case costs about a second, and with limits well under h11's
 16 KiB head so the long-line mutations reach them cheaply. Forwarding headers are trusted from
 nobody: a trusted ``X-Forwarded-For`` would rewrite ``REMOTE_PORT``, which names the fuzz app's
-record file for each connection.
+record file for each connection. ``parser`` is its ``--http-parser`` (the flag is left out for the
+default, so an old checkout's forkserve, which has no such flag, still runs).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ SERVER_ARGS = (
 class FuzzServer:
     """A running forkserve with the fuzz app, its record directory and its log."""
 
-    def __init__(self, workers: int, directory: Path, root: Path | None = None) -> None:
+    def __init__(self, workers: int, directory: Path, root: Path | None = None, parser: str = "h11") -> None:
         self.hits = directory / "hits"
         self.hits.mkdir(parents=True, exist_ok=True)
         port = free_port()
@@ -45,17 +46,20 @@ class FuzzServer:
         env = {"FORKSERVE_FUZZ_HITS": str(self.hits)}
         if root is not None:  # another checkout's forkserve (python -m puts the cwd first)
             env["PYTHONPATH"] = os.pathsep.join([str(root), str(APPS)])
-        self.server = Server(["-b", f"127.0.0.1:{port}", "-w", str(workers), *SERVER_ARGS], env=env,
+        choice = ["--http-parser", parser] if parser != "h11" else []
+        self.server = Server(["-b", f"127.0.0.1:{port}", "-w", str(workers), *choice, *SERVER_ARGS], env=env,
                              cwd=root, address=self.address)
         self.pid = self.server.pid
         self.workers = workers
+        self.parser = parser
 
     @classmethod
     @contextlib.contextmanager
-    def running(cls, workers: int, directory: Path, root: Path | None = None) -> Iterator[FuzzServer]:
+    def running(cls, workers: int, directory: Path, root: Path | None = None,
+                parser: str = "h11") -> Iterator[FuzzServer]:
         """Start it, wait until every worker is up, and always stop it (and its group). ``root``:
         run the forkserve of another checkout, e.g. an old commit to see the fuzzer find a bug."""
-        server = cls(workers, directory, root)
+        server = cls(workers, directory, root, parser)
         try:
             server.server.wait_ready()
             server.server.wait_workers(workers)

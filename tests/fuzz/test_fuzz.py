@@ -1,13 +1,16 @@
-"""The fuzzer in the test suite: a short, fixed-seed run against a real server, and proof that each
+"""The fuzzer in the test suite: a short, fixed-seed run against real servers, and proof that each
 oracle fails when it should (an oracle that cannot fail would let a run pass whatever it found).
 
 The short run is a few hundred cases with hypothesis derandomized (the same cases every time), no
 example database, and no deadline (a case that holds its connection waits for the server's
-timeouts). A failure is shrunk by hypothesis and reported with its class and details.
+timeouts). Every case is played on two servers, ``--http-parser h11`` and ``httptools``, and read
+by both parsers in process (the differential oracle between them). A failure is shrunk by
+hypothesis and reported with its class and details.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ from http_wire import WireResponse
 from hypothesis import HealthCheck, given, settings
 
 from .oracles import Hit, Verdict, judge_chunking, judge_differential, judge_responses
+from .parsers import both_parsers, compare, read, server_limits
 from .reference import expected_environ, parse
 from .runner import Fuzzer
 from .server import FuzzServer
@@ -28,21 +32,37 @@ SHORT_RUN_CASES = 500
 
 
 @pytest.fixture(scope="module")
-def fuzzer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzer]:
-    with FuzzServer.running(2, tmp_path_factory.mktemp("fuzz")) as server:
-        client = Fuzzer(server, probe_every=1)
+def fuzzers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Fuzzer]]:
+    """A client of a server with each parser; the first also compares the parsers in process."""
+    with FuzzServer.running(2, tmp_path_factory.mktemp("fuzz-h11")) as default, \
+            FuzzServer.running(2, tmp_path_factory.mktemp("fuzz-httptools"), parser="httptools") as llhttp:
+        clients = [Fuzzer(default, probe_every=1, differential=True), Fuzzer(llhttp, probe_every=1)]
         try:
-            yield client
+            yield clients
         finally:
-            client.close()
+            for client in clients:
+                client.close()
+
+
+@pytest.fixture(scope="module")
+def fuzzer(fuzzers: list[Fuzzer]) -> Fuzzer:
+    return fuzzers[0]
 
 
 @settings(max_examples=SHORT_RUN_CASES, derandomize=True, database=None, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(case=cases(hold_one_in=40, trickle_one_in=4))
-def test_short_fuzz_run(fuzzer: Fuzzer, case: Case) -> None:
-    verdict = fuzzer.run(case)
-    assert not verdict.failures, "\n".join(f"{f.kind}: {f.detail}" for f in verdict.failures)
+def test_short_fuzz_run(fuzzers: list[Fuzzer], case: Case) -> None:
+    failures = [failure for fuzzer in fuzzers for failure in fuzzer.run(case).failures]
+    assert not failures, "\n".join(f"{f.kind}: {f.detail}" for f in failures)
+
+
+def test_two_host_fields_are_refused_alike_by_both_parsers(fuzzers: list[Fuzzer]) -> None:
+    """The case the first quick trial of a parser swap served (200 instead of 400)."""
+    case = Case(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+    for fuzzer in fuzzers:
+        assert not fuzzer.run(case).failures
+    assert [read([case.data], limits, 4096) for limits in both_parsers()] == [[(400, "Found multiple Host: headers")]] * 2
 
 
 def test_a_worker_crash_is_noticed(fuzzer: Fuzzer) -> None:
@@ -55,6 +75,16 @@ def test_a_worker_crash_is_noticed(fuzzer: Fuzzer) -> None:
     assert kinds == ["worker-crash"]
     fuzzer.server.server.wait_workers(2)
     fuzzer.pids = fuzzer.server.worker_pids()
+
+
+def test_the_parser_oracle_flags_a_different_reading() -> None:
+    """Two readers that disagree (here: another line limit) are caught, at the head they differ on."""
+    pipelined = [b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /" + b"b" * 40 + b" HTTP/1.1\r\nHost: x\r\n\r\n"]
+    limits = server_limits()[0]
+    assert compare(pipelined) is None
+    difference = compare(pipelined, (limits, dataclasses.replace(limits, line=30)))
+    assert difference is not None and difference.startswith("head 2: h11 read RequestHead(method=b'GET'")
+    assert difference.endswith("h11 read (414, 'request line longer than 30 bytes')")
 
 
 # -- the reference parse and the environ it predicts ----------------------------------------------
