@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import select
 import socket
 import time
@@ -95,6 +96,7 @@ class Front(Connections):
         if pool is not None:
             self.epoll.register(pool.read_fd, _EPOLLIN)
         self.watching = False  # are the listeners registered?
+        self.listener_kinds: dict[int, tuple[int, int, int]] = {}
         self.accept_paused_until = 0.0
         self.sibling_look_at = 0.0  # when to look again whether a sibling has an idle app thread
         self.sibling_has_room = False  # (with app threads: a sibling has one idle)
@@ -292,12 +294,15 @@ class Front(Connections):
 
     def _accept(self, listener_fd: int, burst: int = ACCEPT_BURST) -> None:
         listener = self.listeners[listener_fd]
+        family, kind, proto = self._socket_kinds(listener_fd)
         limit = self.settings.worker_connections
         for _ in range(burst):
             if len(self.conns) >= limit:
                 return
             try:
-                sock, peer = listener.accept()
+                # socket.accept() without its wrapper, which converts the listener's family and
+                # type to enums for every connection (3-4 µs of a Connection: close request).
+                fd, peer = listener._accept()
             except BlockingIOError:
                 if self.draining and not self.drain_quiet_since:
                     self.drain_quiet_since = self.now
@@ -310,12 +315,25 @@ class Front(Connections):
                     self.accept_paused_until = self.now + ACCEPT_BACKOFF
                     return
                 raise
+            try:
+                sock = socket.socket(family, kind, proto, fd)
+            except OSError:  # (it was closed under us: nothing to serve)
+                os.close(fd)
+                continue
             if self.draining:
                 self.drain_quiet_since = 0.0
                 self.drained += 1
             self._open(sock, peer, listener_fd)
             if self.ready or self._yield_to_siblings(len(self.conns)):
                 return  # serve the request it brought before taking more; share with siblings
+
+    def _socket_kinds(self, listener_fd: int) -> tuple[int, int, int]:
+        """A listener's (family, type, protocol) as plain ints, looked up once."""
+        kinds = self.listener_kinds.get(listener_fd)
+        if kinds is None:
+            listener = self.listeners[listener_fd]
+            kinds = self.listener_kinds[listener_fd] = (int(listener.family), int(listener.type), listener.proto)
+        return kinds
 
     def _begin_stop(self, now: float) -> None:
         self.stopping = True
