@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
 import signal
+from pathlib import Path
 
 import pytest
 import requests
@@ -174,6 +176,19 @@ def test_usr1_reopens_access_and_captured_error_log(start_server, tmp_path):
         return access.exists() and path in access.read_text()
 
     wait_for(logged_in_new_files, 15, interval=0.1, message="access lines in the reopened file")
+    rotated = {str(tmp_path / "access.log.1"), str(tmp_path / "error.log.1")}
+
+    def every_worker_reopened() -> bool:
+        """No worker still holds a rotated file (each reopens at its next tick; the kernel may
+        hand the requests above to one of them only)."""
+        for pid in server.workers():
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in rotated:
+                        return False
+        return True
+
+    wait_for(every_worker_reopened, 15, message="every worker to reopen its log files")
     # Once both workers have reopened, every request lands in the new files (none in the old).
     for _ in range(6):
         requests.get(server.url + "/settled", timeout=5)
