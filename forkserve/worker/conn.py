@@ -12,6 +12,7 @@ import select
 import socket
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from forkserve.http.body import BodyDecoder, RequestBody
@@ -58,9 +59,10 @@ class FrontSettings:
     protocol: str = "http"
     uwsgi_trust: ProxyTrust | None = None  # who may send uwsgi packets
 
-    @property
+    @cached_property
     def transports(self) -> bool:
-        """Does a connection need more than plain HTTP (TLS, a PROXY header, uwsgi)?"""
+        """Does a connection need more than plain HTTP (TLS, a PROXY header, uwsgi)? (Asked
+        for every new connection: computed once.)"""
         return self.tls is not None or self.proxy_protocol != "off" or self.protocol != "http"
 
 
