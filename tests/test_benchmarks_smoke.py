@@ -12,11 +12,14 @@ import contextlib
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -83,11 +86,22 @@ def _started_pids(progress: str) -> list[int]:
     return pids
 
 
-def _kill_leftovers(pids: list[int]) -> None:
+def _kill_leftovers(pids: list[int], workdirs: Path | None = None) -> None:
+    """SIGKILL the pids given, and with ``workdirs`` every process whose working directory is
+    inside it (the runner's servers run from its temporary directory): a runner stopped before
+    it said which servers it had started leaves none behind."""
     for pid in pids:
         if pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+    if workdirs is None:
+        return
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if os.readlink(entry / "cwd").startswith(f"{workdirs}/"):
+                os.kill(int(entry.name), signal.SIGKILL)
 
 
 def _table(report: str, heading: str = "## Results") -> dict[tuple[str, str], dict[str, str]]:
@@ -219,10 +233,14 @@ def test_smoke_run_reports_every_scenario_for_every_server(tmp_path):
 def test_interrupted_run_stops_every_server(tmp_path, signum):
     _require_wrk()
     progress = tmp_path / "progress.txt"
+    # The runner's temporary directory (its servers' working directory) inside one of ours, so
+    # teardown can find every server by where it runs; short, for the servers' unix sockets.
+    workdirs = Path(tempfile.mkdtemp(prefix="fsb-", dir="/tmp"))
     with open(progress, "w") as sink, _children_interruptible():
         runner = subprocess.Popen(
             _runner("--scenario", "hello-keepalive", "--duration", "60", "--warmup", "0"),
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True,
+            env={**os.environ, "TMPDIR": str(workdirs)},
         )
     pids: list[int] = []
     try:
@@ -241,9 +259,14 @@ def test_interrupted_run_stops_every_server(tmp_path, signum):
         wait_for(lambda: not any(map(pid_alive, pids)), 15, message="benchmark servers to be gone")
     finally:
         if runner.poll() is None:
-            runner.kill()
-            runner.wait(5)
-        _kill_leftovers(pids)
+            runner.terminate()  # (it stops its servers on TERM; SIGKILL would orphan them)
+            try:
+                runner.wait(20)
+            except subprocess.TimeoutExpired:
+                runner.kill()
+                runner.wait(5)
+        _kill_leftovers(pids, workdirs)
+        shutil.rmtree(workdirs, ignore_errors=True)
 
 
 def test_unknown_scenario_is_refused_with_the_valid_names():
