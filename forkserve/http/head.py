@@ -24,6 +24,7 @@ import h11
 from forkserve.http.errors import HttpError
 from forkserve.http.requesthead import (
     HOST,
+    ORDINARY_REQUEST_LINE,
     SHORT_DIGITS,
     HeadLimits,
     RequestHead,
@@ -288,7 +289,7 @@ def _absolute_form_authority(target: bytes, host: bytes, method: bytes) -> bytes
 # head, says why). So forkserve stays exactly as strict as before; the fuzzer's differential oracle
 # against h11 and the request corpus hold both paths to that.
 
-_FAST_REQUEST_LINE = re.compile(rb"(GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS) (/[\x21-\x7e]*) HTTP/1\.([01])\Z")
+_FAST_REQUEST_LINE = re.compile(ORDINARY_REQUEST_LINE + rb"\Z")
 # Fields: a token, a colon, spaces, then visible ASCII with single inner spaces allowed, nothing
 # trailing. (h11 accepts all of these; what it also accepts goes to the strict path.)
 _FAST_FIELDS = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+: *(?:[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?\r\n)*\Z")

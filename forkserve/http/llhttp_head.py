@@ -30,9 +30,15 @@ import re
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
-from forkserve.http.requesthead import SHORT_DIGITS, HeadLimits, RequestHead, ordinary_head
+from forkserve.http.requesthead import (
+    ORDINARY_REQUEST_LINE,
+    SHORT_DIGITS,
+    HeadLimits,
+    RequestHead,
+    ordinary_head,
+)
 
-_REQUEST_LINE = re.compile(rb"(GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS) (/[\x21-\x7e]*) HTTP/1\.([01])\r\n")
+_REQUEST_LINE = re.compile(ORDINARY_REQUEST_LINE + rb"\r\n")
 _VISIBLE = bytes(range(0x20, 0x7F))  # deleted from a head, what is left must be its CRLFs
 _FAILED = (HttpParserError, HttpParserUpgrade)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from forkserve.settings.gunicorn_compat import httptools_missing
 from forkserve.settings.registry import Config
 
 HARD_LINE_LIMIT = 65536
@@ -22,6 +23,9 @@ HARD_HEAD_LIMIT = 1 << 20
 
 # Host: an IP literal or a reg-name (RFC 3986 3.2.2), an optional port.
 HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9!$&'()*+,;=._~%-]*)(?::[0-9]*)?\Z")
+# An ordinary request line (both one-pass readers): a common method, an origin-form target of
+# visible ASCII, HTTP/1.0 or 1.1; each reader anchors it to its own end.
+ORDINARY_REQUEST_LINE = rb"(GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS) (/[\x21-\x7e]*) HTTP/1\.([01])"
 # Content-Length on the one-pass paths: plain digits, short enough to be an int cheaply.
 SHORT_DIGITS = re.compile(rb"[0-9]{1,18}\Z")
 
@@ -62,11 +66,7 @@ def resolve_parser(name: str) -> str:
     explicit 'httptools' that cannot import is refused when the settings are read.)"""
     if name != "auto":
         return name
-    try:
-        import httptools  # noqa: F401 -- only whether it imports; the worker uses it next
-    except ImportError:
-        return "h11"
-    return "httptools"
+    return "h11" if httptools_missing() else "httptools"
 
 
 @dataclass(slots=True)

@@ -386,11 +386,20 @@ def http_parser(value: Any) -> str:
         raise ValueError(f"expected one of h11, httptools, auto (gunicorn's python, fast), got {value!r}")
     parser = _PARSER_SPELLINGS[key]
     if parser == "httptools":
-        try:
-            import httptools  # noqa: F401 -- only whether it imports
-        except ImportError as error:
-            raise ValueError(f"= '{value}': httptools cannot be imported ({error}): {FAST_EXTRA}") from None
+        missing = httptools_missing()
+        if missing:
+            raise ValueError(f"= '{value}': httptools cannot be imported ({missing}): {FAST_EXTRA}")
     return parser
+
+
+def httptools_missing() -> str | None:
+    """Why httptools cannot be imported, or None when it can (settings check it for 'httptools',
+    a worker for 'auto')."""
+    try:
+        import httptools  # noqa: F401 -- only whether it imports
+    except ImportError as error:
+        return str(error)
+    return None
 
 
 # -- worker_class: gunicorn's spellings of forkserve's worker, and answers for the others ----------

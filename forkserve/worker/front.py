@@ -234,7 +234,6 @@ class Front(Connections):
         not accepting, so two workers never yield to each other for longer than a stale look:
         a worker that yields wakes every SIBLING_LOOK to look again. When no sibling qualifies
         it accepts as before: nobody is starved."""
-        self.yielding_to_fewer = False
         if self.draining:
             return False
         now = self.now
